@@ -1,0 +1,16 @@
+"""STAR: stable learned optimizers in JAX.
+
+The library behind the STAR service (Harrison, Metz, Sohl-Dickstein, "A Closer Look at Learned
+Optimization: Stability, Robustness, and Inductive Biases", NeurIPS 2022):
+
+- ``star_core.nqm``: the noisy-quadratic stability analysis of the paper's Section 4.
+- ``star_core.tasks``: inner problems (models + real datasets) that learned optimizers train.
+- ``star_core.features`` / ``star_core.optimizers``: Blackbox, STAR and Hyperparam learned
+  optimizers as ``optax.GradientTransformation`` factories.
+- ``star_core.estimators`` / ``star_core.training``: ES/PES meta-gradients, meta-training,
+  checkpoints and evaluation.
+
+Nothing here imports Ray, gRPC or protobuf, and nothing is read or downloaded at import.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Meta-gradient estimators: truncated unrolls, antithetic ES and PES."""

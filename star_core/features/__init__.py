@@ -1,0 +1,1 @@
+"""Per-parameter input features of the learned optimizers: accumulators, normalization, time."""

@@ -1,0 +1,1 @@
+"""The noisy quadratic model (NQM) stability analysis of the paper's Section 4."""

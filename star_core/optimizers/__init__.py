@@ -1,0 +1,1 @@
+"""Learned optimizers (Blackbox, STAR, Hyperparam) and hand-designed baselines."""

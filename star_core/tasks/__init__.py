@@ -1,0 +1,1 @@
+"""Inner problems: models, datasets (tensorflow-datasets + embedded), and the task registry."""

@@ -1,0 +1,1 @@
+"""Meta-training (single process), checkpoints and evaluation."""
