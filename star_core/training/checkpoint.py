@@ -1,0 +1,262 @@
+"""Checkpoints of meta-trained optimizers: safetensors files, written atomically, never pickled.
+
+One checkpoint is one safetensors file:
+
+- every leaf of ``theta`` under its path, e.g. ``mlp/w0``, ``decays/momentum``;
+- every leaf of the outer optimizer state under ``outer_state/<path>`` (e.g.
+  ``outer_state/2/0/mu/mlp/w0``); absent in an exported optimizer;
+- JSON metadata in the safetensors header: ``format``, ``format_version``, ``optimizer`` (its
+  registry name), ``optimizer_config`` (the full constants), ``step`` and ``meta_train_config``,
+  plus whatever else the writer adds (each value JSON-encoded under its own key).
+
+Large pytrees that only resuming needs (the estimator's PES particles) go in a second file with
+the same layout (:func:`save_tree` / :func:`load_tree`). Every file is written to a temporary
+file in the target folder, fsynced and moved into place with ``os.replace``, so a reader sees
+either the old file or the complete new one.
+
+Use a checkpoint with one line (spec §2.6)::
+
+    tx = star_core.load_optimizer("run/checkpoints/step_001000.safetensors")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+import optax
+import safetensors
+import safetensors.numpy
+
+# Identifies our files among other safetensors files, and the layout version we write.
+FORMAT_NAME = "star-checkpoint"
+FORMAT_VERSION = 1
+# Name prefix of the outer optimizer state's leaves.
+OUTER_STATE_PREFIX = "outer_state"
+# Separator between the components of a leaf's path.
+SEPARATOR = "/"
+# Metadata keys every checkpoint carries.
+REQUIRED_METADATA = ("format", "format_version", "optimizer", "optimizer_config", "step")
+
+
+class Checkpoint(NamedTuple):
+    """The content of a checkpoint file.
+
+    theta: nested dicts of numpy arrays. outer_state: leaves by name (without the prefix); fill
+    them into a template with :func:`fill_tree`. metadata: decoded JSON values.
+    """
+
+    theta: dict
+    outer_state: dict[str, np.ndarray]
+    metadata: dict[str, Any]
+
+
+def _key_name(entry: Any) -> str:
+    if isinstance(entry, jax.tree_util.DictKey):
+        name = str(entry.key)
+    elif isinstance(entry, jax.tree_util.SequenceKey):
+        name = str(entry.idx)
+    elif isinstance(entry, jax.tree_util.GetAttrKey):
+        name = entry.name
+    elif isinstance(entry, jax.tree_util.FlattenedIndexKey):
+        name = str(entry.key)
+    else:
+        raise ValueError(f"cannot name pytree path entry {entry!r}")
+    if not name or SEPARATOR in name:
+        raise ValueError(f"pytree key {name!r} must be non-empty and must not contain '/'")
+    return name
+
+
+def _is_prng_key(leaf: Any) -> bool:
+    return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def named_leaves(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    """Flatten a pytree into ``{"a/b/c": numpy array}``; typed PRNG keys are stored as key data."""
+    named = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        parts = ([prefix] if prefix else []) + [_key_name(entry) for entry in path]
+        name = SEPARATOR.join(parts) if parts else prefix or "leaf"
+        if _is_prng_key(leaf):
+            leaf = jax.random.key_data(leaf)
+        named[name] = np.array(leaf, order="C")  # a C-contiguous copy; 0-d stays 0-d
+    return named
+
+
+def fill_tree(
+    template: Any, named: dict[str, np.ndarray], prefix: str = "", source: str = ""
+) -> Any:
+    """The pytree with ``template``'s structure whose leaves are ``named[<path>]``.
+
+    Shapes and dtypes must match the template exactly; a missing or mismatched leaf raises a
+    ValueError naming it. Leaves come back as numpy arrays (typed PRNG keys re-wrapped).
+    """
+    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    template_names = named_leaves(template, prefix)
+    leaves = []
+    for (_, template_leaf), name in zip(paths_leaves, template_names, strict=True):
+        if name not in named:
+            raise ValueError(f"{source or 'checkpoint'}: missing tensor {name!r}")
+        value, expected = named[name], template_names[name]
+        if value.shape != expected.shape or value.dtype != expected.dtype:
+            raise ValueError(
+                f"{source or 'checkpoint'}: tensor {name!r} has {value.dtype}{list(value.shape)},"
+                f" expected {expected.dtype}{list(expected.shape)}"
+            )
+        if _is_prng_key(template_leaf):
+            value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(template_leaf))
+        leaves.append(value)
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def nested_from_named(named: dict[str, np.ndarray]) -> dict:
+    """Rebuild nested dicts from ``{"a/b": array}`` names (the inverse of :func:`named_leaves`
+    for dict-of-dict pytrees such as theta)."""
+    root: dict = {}
+    for name, value in sorted(named.items()):
+        *groups, leaf = name.split(SEPARATOR)
+        node = root
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[leaf] = value
+    return root
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_text_atomically(path: str | os.PathLike, text: str) -> None:
+    """Write a text file with the same temp-file + fsync + ``os.replace`` discipline."""
+    _write_atomically(Path(path), text.encode("utf-8"))
+
+
+def save_tree(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict) -> None:
+    """Write named tensors and JSON-encoded metadata to one safetensors file, atomically."""
+    header = {key: json.dumps(value, sort_keys=True) for key, value in metadata.items()}
+    _write_atomically(Path(path), safetensors.numpy.save(tensors, metadata=header))
+
+
+def read_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read every tensor and the decoded metadata of a safetensors file.
+
+    Raises FileNotFoundError for a missing file and ValueError for a corrupt one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        with safetensors.safe_open(str(path), framework="numpy") as handle:
+            header = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
+        metadata = {key: json.loads(value) for key, value in header.items()}
+    except (safetensors.SafetensorError, json.JSONDecodeError, OSError) as err:
+        raise ValueError(f"{path} is not a readable checkpoint ({err})") from err
+    return tensors, metadata
+
+
+def save_checkpoint(
+    path: str | os.PathLike, theta: Any, outer_state: Any, metadata: dict[str, Any]
+) -> None:
+    """Write theta, the outer optimizer state (or None) and metadata to ``path`` atomically.
+
+    ``metadata`` must hold ``optimizer`` (registry name), ``optimizer_config`` (dict) and
+    ``step``; ``format`` and ``format_version`` are added here.
+    """
+    missing = [k for k in ("optimizer", "optimizer_config", "step") if k not in metadata]
+    if missing:
+        raise ValueError(f"checkpoint metadata: missing {missing}")
+    tensors = named_leaves(theta)
+    if any(name.split(SEPARATOR)[0] == OUTER_STATE_PREFIX for name in tensors):
+        raise ValueError(f"theta: the group name {OUTER_STATE_PREFIX!r} is reserved")
+    if outer_state is not None:
+        tensors.update(named_leaves(outer_state, OUTER_STATE_PREFIX))
+    header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **metadata}
+    save_tree(path, tensors, header)
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (clear errors for bad files)."""
+    tensors, metadata = read_tensors(path)
+    if metadata.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path} is not a STAR checkpoint (no format={FORMAT_NAME!r} metadata)")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: checkpoint format version {metadata.get('format_version')!r} is not"
+            f" supported (this code reads version {FORMAT_VERSION})"
+        )
+    missing = [key for key in REQUIRED_METADATA if key not in metadata]
+    if missing:
+        raise ValueError(f"{path}: checkpoint metadata lacks {missing}")
+    outer_prefix = OUTER_STATE_PREFIX + SEPARATOR
+    theta = {n: t for n, t in tensors.items() if not n.startswith(outer_prefix)}
+    outer = {n: t for n, t in tensors.items() if n.startswith(outer_prefix)}
+    return Checkpoint(nested_from_named(theta), outer, metadata)
+
+
+def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
+    """A checkpoint file, or the latest checkpoint of a meta-training output folder."""
+    path = Path(path)
+    if path.is_dir():
+        candidates = sorted((path / "checkpoints").glob("step_*.safetensors"))
+        candidates = [c for c in candidates if not c.name.endswith(".estimator.safetensors")]
+        if not candidates:
+            raise FileNotFoundError(f"no checkpoint in folder {path}")
+        return candidates[-1]
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    return path
+
+
+def load_learned_optimizer(path: str | os.PathLike) -> tuple[Any, Any, dict[str, Any]]:
+    """``(LearnedOptimizer, theta, metadata)`` of a checkpoint file (or run folder).
+
+    theta is checked leaf by leaf against the optimizer's own meta-parameter structure, so a
+    checkpoint of another optimizer or configuration fails with a clear error.
+    """
+    from star_core import optimizers  # the registry; imported here to keep import cheap
+
+    path = resolve_checkpoint_path(path)
+    checkpoint = load_checkpoint(path)
+    name, config = checkpoint.metadata["optimizer"], checkpoint.metadata["optimizer_config"]
+    if name not in optimizers.OPTIMIZERS:
+        known = sorted(optimizers.OPTIMIZERS)
+        raise ValueError(f"{path}: unknown optimizer {name!r}; known: {known}")
+    lopt = optimizers.get(name, **config)
+    template = lopt.init_meta_params(jax.random.key(0))
+    theta = fill_tree(template, named_leaves(checkpoint.theta), source=str(path))
+    return lopt, jax.tree_util.tree_map(jax.numpy.asarray, theta), checkpoint.metadata
+
+
+def load_optimizer(path: str | os.PathLike) -> optax.GradientTransformation:
+    """The meta-trained optimizer of a checkpoint as an ``optax.GradientTransformation``.
+
+    Example::
+
+        tx = load_optimizer("run/checkpoints/step_001000.safetensors")
+        state = tx.init(params)
+        updates, state = tx.update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+    """
+    lopt, theta, _ = load_learned_optimizer(path)
+    return lopt.transform(theta)
