@@ -1,1 +1,48 @@
-"""Inner problems: models, datasets (tensorflow-datasets + embedded), and the task registry."""
+"""Inner problems: models, datasets (tensorflow-datasets + embedded), and the task registry.
+
+``TASKS`` maps a name to a task of the default configuration; ``get(name, **config)`` returns it
+with fields replaced (``get("text_lstm", dataset="my_corpus")``). Every task follows
+``base.Task``: ``init``, ``loss``, ``batches``, ``normalizer``, ``max_loss``, ``name``.
+See docs/tasks.md for the data each task needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from star_core.tasks.base import Task, classifier_max_loss, normalize_loss
+from star_core.tasks.image import ImageClassification
+from star_core.tasks.quadratic import NoisyQuadratic
+
+TASKS: dict[str, Task] = {
+    # Paper tasks (spec Section 5).
+    "fmnist_mlp": ImageClassification("fmnist_mlp", "fashion_mnist", "mlp", (128, 128)),
+    "cifar10_cnn": ImageClassification(
+        "cifar10_cnn", "cifar10", "cnn", (32, 64, 64), strides=(2, 1, 1)
+    ),
+    "cifar10_mlp_ln": ImageClassification("cifar10_mlp_ln", "cifar10", "mlp_ln", (128, 128, 128)),
+    "imagenet32_resnet": ImageClassification(
+        "imagenet32_resnet", "imagenet32", "resnet", (16, 32, 64, 128), strides=(1, 2, 2, 2)
+    ),
+    "nqm": NoisyQuadratic(),
+    # Embedded tasks: real data available offline on every machine.
+    "digits_mlp": ImageClassification("digits_mlp", "digits", "mlp", (128, 128)),
+    "digits_cnn": ImageClassification(
+        "digits_cnn", "digits", "cnn", (16, 32, 32), strides=(1, 2, 1), batch_size=64
+    ),
+}
+
+
+def get(name: str, **config) -> Task:
+    """The registered task ``name`` with the fields in ``config`` replaced (validated)."""
+    if name not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
+    task = TASKS[name]
+    allowed = [f.name for f in dataclasses.fields(task) if f.name != "name"]
+    for field in config:
+        if field not in allowed:
+            raise ValueError(f"{name} has no field {field!r}; allowed fields: {allowed}")
+    return dataclasses.replace(task, **config) if config else task
+
+
+__all__ = ["TASKS", "Task", "classifier_max_loss", "get", "normalize_loss"]
