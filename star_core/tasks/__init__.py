@@ -12,6 +12,7 @@ import dataclasses
 
 from star_core.tasks.base import Task, classifier_max_loss, normalize_loss
 from star_core.tasks.image import ImageClassification
+from star_core.tasks.language import LanguageModel
 from star_core.tasks.quadratic import NoisyQuadratic
 
 TASKS: dict[str, Task] = {
@@ -24,12 +25,28 @@ TASKS: dict[str, Task] = {
     "imagenet32_resnet": ImageClassification(
         "imagenet32_resnet", "imagenet32", "resnet", (16, 32, 64, 128), strides=(1, 2, 2, 2)
     ),
+    "lm1b_lstm": LanguageModel(
+        "lm1b_lstm", "lstm", "lm1b", batch_size=128, seq_len=32, width=256, embed_dim=128
+    ),
+    "lm1b_transformer": LanguageModel(
+        "lm1b_transformer",
+        "transformer",
+        "lm1b",
+        batch_size=32,
+        seq_len=128,
+        width=256,
+        num_blocks=5,
+        num_heads=8,
+    ),  # fmt: skip
     "nqm": NoisyQuadratic(),
     # Embedded tasks: real data available offline on every machine.
     "digits_mlp": ImageClassification("digits_mlp", "digits", "mlp", (128, 128)),
     "digits_cnn": ImageClassification(
         "digits_cnn", "digits", "cnn", (16, 32, 32), strides=(1, 2, 1), batch_size=64
     ),
+    # Byte-level LMs on the embedded corpus (or dataset=NAME from `star data build-text`).
+    "text_lstm": LanguageModel("text_lstm", "lstm", width=64, embed_dim=32),
+    "text_transformer": LanguageModel("text_transformer", "transformer", width=64, num_blocks=2),
 }
 
 
