@@ -15,9 +15,10 @@ For every parameter tensor with gradient ``g`` the optimizer keeps, without bias
 The seven decays are meta-learned as offsets ``theta_decay`` (initialized to 0):
 ``b = 1 - (1 - b0) * exp(10 * theta_decay)``.
 
-Arrays carry the decay index on a trailing axis: ``momentum`` has shape ``param.shape + (3,)``;
+Arrays carry the decay index on a leading axis: ``momentum`` has shape ``(3,) + param.shape``;
 ``row``/``col`` keep the reduced axes with size 1 (``keepdims``), so they broadcast against the
-tensor. Scalars are treated as shape ``(1,)`` by the caller (see ``features.build``).
+tensor. (A leading axis keeps every per-decay slice contiguous, for fused elementwise code.)
+Scalars are treated as shape ``(1,)`` by the caller (see ``features.build``).
 """
 
 from __future__ import annotations
@@ -48,8 +49,8 @@ class Decays(NamedTuple):
 class TensorAccumulators(NamedTuple):
     """Accumulators of one parameter tensor of shape S.
 
-    momentum: S + (3,). second_moment: S. row: S with d0 -> 1, + (3,) (rank < 2: v_diag, S + (3,)).
-    col: S with d1 -> 1, + (3,) (rank < 2: None, the row statistic doubles as column statistic).
+    momentum: (3,) + S. second_moment: S. row: (3,) + S with d0 -> 1 (rank < 2: v_diag, (3,) + S).
+    col: (3,) + S with d1 -> 1 (rank < 2: None, the row statistic doubles as column statistic).
     """
 
     momentum: jax.Array
@@ -88,19 +89,24 @@ def factored_dims(shape: tuple[int, ...]) -> tuple[int, int] | None:
     return int(order[-1]), int(order[-2])
 
 
+def _per_decay(decays: jax.Array, ndim: int) -> jax.Array:
+    """Decays of shape (k,) reshaped to broadcast against (k,) + S arrays of rank ``ndim``."""
+    return decays.reshape((-1,) + (1,) * ndim)
+
+
 def init_accumulators(param: jax.Array) -> TensorAccumulators:
     """Zero accumulators for a parameter of rank >= 1 (scalars are reshaped to (1,) first)."""
     shape = tuple(param.shape)
-    num_fac = len(ADAFACTOR_DECAYS)
-    momentum = jnp.zeros(shape + (len(MOMENTUM_DECAYS),), ACCUMULATOR_DTYPE)
+    momentum = jnp.zeros((len(MOMENTUM_DECAYS),) + shape, ACCUMULATOR_DTYPE)
     second_moment = jnp.zeros(shape, ACCUMULATOR_DTYPE)
+    num_fac = (len(ADAFACTOR_DECAYS),)
     dims = factored_dims(shape)
     if dims is None:
-        row = jnp.zeros(shape + (num_fac,), ACCUMULATOR_DTYPE)
+        row = jnp.zeros(num_fac + shape, ACCUMULATOR_DTYPE)
         return TensorAccumulators(momentum, second_moment, row, None)
     d0, d1 = dims
-    row_shape = tuple(1 if axis == d0 else n for axis, n in enumerate(shape)) + (num_fac,)
-    col_shape = tuple(1 if axis == d1 else n for axis, n in enumerate(shape)) + (num_fac,)
+    row_shape = num_fac + tuple(1 if axis == d0 else n for axis, n in enumerate(shape))
+    col_shape = num_fac + tuple(1 if axis == d1 else n for axis, n in enumerate(shape))
     return TensorAccumulators(
         momentum,
         second_moment,
@@ -117,23 +123,23 @@ def update_accumulators(
     acc: TensorAccumulators, grad: jax.Array, decays: Decays
 ) -> TensorAccumulators:
     """Fold the current gradient (float32, rank >= 1) into every accumulator."""
-    g = grad[..., None]
-    g_sq = g * g
-    momentum = _ema(acc.momentum, g, decays.momentum)
+    ndim = grad.ndim
+    momentum = _ema(acc.momentum, grad, _per_decay(decays.momentum, ndim))
     second_moment = _ema(acc.second_moment, grad * grad, decays.rms[0])
+    g_sq_eps = grad * grad + ADAFACTOR_EPS
+    fac_decays = _per_decay(decays.adafactor, ndim)
     dims = factored_dims(tuple(grad.shape))
     if dims is None:
-        row = _ema(acc.row, g_sq + ADAFACTOR_EPS, decays.adafactor)
+        row = _ema(acc.row, g_sq_eps, fac_decays)
         return TensorAccumulators(momentum, second_moment, row, None)
     d0, d1 = dims
-    g_sq_eps = g_sq + ADAFACTOR_EPS
-    row = _ema(acc.row, jnp.mean(g_sq_eps, axis=d0, keepdims=True), decays.adafactor)
-    col = _ema(acc.col, jnp.mean(g_sq_eps, axis=d1, keepdims=True), decays.adafactor)
+    row = _ema(acc.row, jnp.mean(g_sq_eps, axis=d0, keepdims=True), fac_decays)
+    col = _ema(acc.col, jnp.mean(g_sq_eps, axis=d1, keepdims=True), fac_decays)
     return TensorAccumulators(momentum, second_moment, row, col)
 
 
 def adafactor_preconditioner(acc: TensorAccumulators, shape: tuple[int, ...]) -> jax.Array:
-    """Per-decay Adafactor preconditioner of a tensor of shape S, broadcastable to S + (3,).
+    """Per-decay Adafactor preconditioner of a tensor of shape S, broadcastable to (3,) + S.
 
     Rank >= 2: ``rsqrt(max(v_row / (mean_{d1} v_row + 1e-9), 1e-9)) * rsqrt(max(v_col, 1e-9))``.
     Rank < 2: ``rsqrt(v_diag + 1e-9)``.
@@ -142,7 +148,7 @@ def adafactor_preconditioner(acc: TensorAccumulators, shape: tuple[int, ...]) ->
     if dims is None:
         return jax.lax.rsqrt(acc.row + ADAFACTOR_FLOOR)
     _, d1 = dims
-    row_mean = jnp.mean(acc.row, axis=d1, keepdims=True)
+    row_mean = jnp.mean(acc.row, axis=1 + d1, keepdims=True)  # axis 0 indexes the decays
     row_factor = jax.lax.rsqrt(jnp.maximum(acc.row / (row_mean + ADAFACTOR_FLOOR), ADAFACTOR_FLOOR))
     col_factor = jax.lax.rsqrt(jnp.maximum(acc.col, ADAFACTOR_FLOOR))
     return row_factor * col_factor

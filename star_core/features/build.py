@@ -10,10 +10,10 @@ the 28 normalized channels are, in order (``P_i`` the Adafactor preconditioner w
 each divided by its RMS over the tensor, followed by the 11 un-normalized time features.
 Scalars are treated as shape (1,).
 
-``feature_groups`` returns the 28 channels as 12 groups whose row/column statistics stay un-tiled
-(they broadcast against the tensor); the optimizers consume them in that form, folding the
-normalization and the time features into the first layer of their network. ``build_features``
-materializes the full ``S + (39,)`` array: the plain definition, used as the reference.
+``feature_groups`` returns the 28 channels as 12 groups, channels on a leading axis, whose
+row/column statistics stay un-tiled (they broadcast against the tensor); the optimizers consume
+them in that form, folding the normalization and the time features into their first layer.
+``build_features`` materializes the full ``S + (39,)`` array: the plain definition, the reference.
 """
 
 from __future__ import annotations
@@ -62,14 +62,14 @@ def as_rank1(x: jax.Array) -> jax.Array:
 def feature_groups(
     grad: jax.Array, param: jax.Array, acc: TensorAccumulators
 ) -> tuple[jax.Array, ...]:
-    """The 12 un-normalized groups of ``FEATURE_GROUPS``, each broadcastable to S + (width,).
+    """The 12 un-normalized groups of ``FEATURE_GROUPS``, each broadcastable to (width,) + S.
 
     ``grad`` and ``param`` have rank >= 1 and ``acc`` already includes ``grad``.
     """
-    g = grad.astype(ACCUMULATOR_DTYPE)[..., None]
-    p = param.astype(ACCUMULATOR_DTYPE)[..., None]
+    g = grad.astype(ACCUMULATOR_DTYPE)[None]
+    p = param.astype(ACCUMULATOR_DTYPE)[None]
     m = acc.momentum
-    v = acc.second_moment[..., None]
+    v = acc.second_moment[None]
     rsqrt_v = jax.lax.rsqrt(v + RMS_EPS)
     precond = adafactor_preconditioner(acc, tuple(grad.shape))
     row = acc.row
@@ -100,6 +100,7 @@ def build_features(
     grad, param = as_rank1(grad), as_rank1(param)
     shape = tuple(grad.shape)
     groups = feature_groups(grad, param, acc)
-    normalized = [jnp.broadcast_to(rms_normalize(x), shape + (x.shape[-1],)) for x in groups]
+    normalized = [jnp.broadcast_to(rms_normalize(x), x.shape[:1] + shape) for x in groups]
+    channels = jnp.moveaxis(jnp.concatenate(normalized, axis=0), 0, -1)
     times = jnp.broadcast_to(time_features(step), shape + (NUM_TIME_FEATURES,))
-    return jnp.concatenate(normalized + [times], axis=-1)
+    return jnp.concatenate([channels, times], axis=-1)

@@ -50,8 +50,8 @@ class Blackbox(LearnedOptimizer):
     def transform(self, theta: dict[str, Any]) -> optax.GradientTransformation:
         beta1, beta2 = self.config.beta1, self.config.beta2
 
-        def head_rule(outputs: jax.Array, grad: jax.Array, acc: TensorAccumulators) -> jax.Array:
-            direction, magnitude = outputs[..., 0], outputs[..., 1]
+        def head_rule(outputs: list, grad: jax.Array, acc: TensorAccumulators) -> jax.Array:
+            direction, magnitude = outputs
             return -beta1 * direction * jnp.exp(beta2 * magnitude)
 
         return learned_transformation(theta, head_rule)

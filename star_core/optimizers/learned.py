@@ -28,8 +28,8 @@ from star_core.features import (
 )
 from star_core.optimizers.mlp import mlp_apply_groups
 
-# head_rule(outputs S+(K,), grad S (float32), accumulators) -> step S to add to the params.
-HeadRule = Callable[[jax.Array, jax.Array, TensorAccumulators], jax.Array]
+# head_rule(K outputs of shape S, grad S (float32), accumulators) -> step S to add to the params.
+HeadRule = Callable[[list[jax.Array], jax.Array, TensorAccumulators], jax.Array]
 
 
 class LearnedOptState(NamedTuple):

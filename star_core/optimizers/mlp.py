@@ -10,8 +10,9 @@ deviation ``1/sqrt(fan_in)``, biases zero. Layout (a plain dict, readable in any
 RMS normalization is a per-tensor scale, so it is folded into the rows of ``w0``; the 11 time
 features are equal for all entries, so their contribution ``time @ w0[28:]`` is folded into
 ``b0``; and row/column statistics are multiplied by their rows of ``w0`` before being broadcast.
-All contractions have at most 4 input channels and are written as broadcast multiply-adds, which
-XLA fuses into a single elementwise pass over the tensor (no (N, 39) intermediate).
+Every channel and hidden unit is kept as its own array of shape S and the layers are written as
+multiply-adds of those arrays, which XLA fuses into elementwise passes over the tensor (no (N, 39)
+intermediate, and row/column statistics are broadcast inside the fused loop).
 """
 
 from __future__ import annotations
@@ -55,32 +56,33 @@ def mlp_apply(mlp: dict[str, jax.Array], features: jax.Array) -> jax.Array:
     return hidden @ mlp["w2"] + mlp["b2"]
 
 
-def contract(x: jax.Array, weight: jax.Array) -> jax.Array:
-    """``x @ weight`` for a handful of input channels, as fusable multiply-adds.
-
-    ``x``: (..., c) with c small; ``weight``: (c, n). Returns (..., n).
-    """
-    total = x[..., 0:1] * weight[0]
-    for channel in range(1, x.shape[-1]):
-        total = total + x[..., channel : channel + 1] * weight[channel]
-    return total
+def _combine(channels: list[jax.Array], weight: jax.Array, bias: jax.Array) -> list[jax.Array]:
+    """``[sum_c channels[c] * weight[c, j] + bias[j] for j]``: a tiny dense layer, elementwise."""
+    outputs = []
+    for j in range(weight.shape[1]):
+        total = bias[j]
+        for c, channel in enumerate(channels):
+            total = total + channel * weight[c, j]
+        outputs.append(total)
+    return outputs
 
 
 def mlp_apply_groups(
     mlp: dict[str, jax.Array], groups: tuple[jax.Array, ...], step: jax.Array
-) -> jax.Array:
+) -> list[jax.Array]:
     """Forward pass from the un-normalized feature groups of ``features.feature_groups``.
 
-    Equal to ``mlp_apply(mlp, build_features(...))``; returns S + (K,).
+    Returns the K heads as a list of arrays of shape S; stacked on a last axis they equal
+    ``mlp_apply(mlp, build_features(...))``.
     """
     w0 = mlp["w0"]
-    pre = mlp["b0"] + time_features(step) @ w0[NUM_NORMALIZED_FEATURES:]
-    row = 0
+    first_bias = mlp["b0"] + time_features(step) @ w0[NUM_NORMALIZED_FEATURES:]
+    channels, rows = [], []
     for x in groups:
-        width = x.shape[-1]
-        scaled_w0 = w0[row : row + width] * inverse_rms(x)[:, None]
-        pre = pre + contract(x, scaled_w0)
-        row += width
-    hidden = jax.nn.relu(pre)
-    hidden = jax.nn.relu(contract(hidden, mlp["w1"]) + mlp["b1"])
-    return contract(hidden, mlp["w2"]) + mlp["b2"]
+        scale = inverse_rms(x)
+        for c in range(x.shape[0]):
+            channels.append(x[c])
+            rows.append(w0[len(rows)] * scale[c])
+    hidden = [jax.nn.relu(h) for h in _combine(channels, jnp.stack(rows), first_bias)]
+    hidden = [jax.nn.relu(h) for h in _combine(hidden, mlp["w1"], mlp["b1"])]
+    return _combine(hidden, mlp["w2"], mlp["b2"])

@@ -74,16 +74,25 @@ class HyperparamConfig:
         check_choice("nominal_direction", self.nominal_direction, NOMINAL_DIRECTIONS)
 
 
+def _mean_of_momenta(momentum: jax.Array) -> jax.Array:
+    """Mean over the leading decay axis, as a sum of slices: XLA then fuses it elementwise
+    with the rest of the update (a reduce op would split the fused loop)."""
+    total = momentum[0]
+    for i in range(1, momentum.shape[0]):
+        total = total + momentum[i]
+    return total / momentum.shape[0]
+
+
 def nominal_direction(name: str, grad: jax.Array, acc: TensorAccumulators) -> jax.Array:
     """The descent direction ``g_nom`` of eq. (21), shape of ``grad``."""
     if name == "sgd":
         return grad
     if name == "aggmo":
-        return jnp.mean(acc.momentum, axis=-1)
+        return _mean_of_momenta(acc.momentum)
     rsqrt_v = jax.lax.rsqrt(acc.second_moment + RMS_EPS)
     if name == "adam":
-        return acc.momentum[..., ADAM_MOMENTUM_INDEX] * rsqrt_v
-    return jnp.mean(acc.momentum, axis=-1) * rsqrt_v
+        return acc.momentum[ADAM_MOMENTUM_INDEX] * rsqrt_v
+    return _mean_of_momenta(acc.momentum) * rsqrt_v
 
 
 def _star_meta_params(key: jax.Array) -> dict[str, Any]:
@@ -100,8 +109,8 @@ def _star_transformation(
     """STAR's update with the blackbox term on or off (off: Hyperparam)."""
     nominal_scale = config.alpha0 * jnp.exp(theta["nominal_log_scale"])
 
-    def head_rule(outputs: jax.Array, grad: jax.Array, acc: TensorAccumulators) -> jax.Array:
-        direction, blackbox_mag, nominal_mag = (outputs[..., i] for i in range(len(STAR_HEADS)))
+    def head_rule(outputs: list, grad: jax.Array, acc: TensorAccumulators) -> jax.Array:
+        direction, blackbox_mag, nominal_mag = outputs
         step = jnp.zeros_like(grad)
         if blackbox:
             f_b = config.beta3 * direction * jnp.exp(config.beta4 * blackbox_mag)
