@@ -40,6 +40,8 @@ FORMAT_VERSION = 1
 OUTER_STATE_PREFIX = "outer_state"
 # Separator between the components of a leaf's path.
 SEPARATOR = "/"
+# Permissions of written files (mkstemp creates them owner-only).
+FILE_MODE = 0o644
 # Metadata keys every checkpoint carries.
 REQUIRED_METADATA = ("format", "format_version", "optimizer", "optimizer_config", "step")
 
@@ -131,6 +133,7 @@ def _write_atomically(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
