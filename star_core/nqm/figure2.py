@@ -25,8 +25,8 @@ from star_core.nqm.meta_train import MetaTrainConfig, meta_train
 from star_core.nqm.problem import NQMProblem
 from star_core.nqm.stability import theorem1_holds
 
-# Spectral radius of the random symmetric start P0 of Figure 2: its most negative eigenvalue is
-# -P0_SCALE, so Theorem 1 needs alpha >= P0_SCALE / lambda_max(H) = 0.2 when lambda_max(H) = 1.
+# Largest |eigenvalue| of the random symmetric start P0 of Figure 2: with lambda_max(H) = 1,
+# Theorem 1 holds at P0 for alpha in [-lambda_min(P0), 2 - lambda_max(P0)], about [0.2, 1.8].
 P0_SCALE = 0.2
 # 2 alpha / lambda_max(H) for the meta-training curves of Figure 2b, 2c (the paper's values).
 TRAINING_ALPHA_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4)
@@ -35,7 +35,7 @@ NEAR_OPTIMAL_GAP = 0.05
 
 
 def random_symmetric_start(key, n: int) -> np.ndarray:
-    """Symmetric P0 with eigenvalues spread over ``[-P0_SCALE, P0_SCALE]`` (extremes attained)."""
+    """Random symmetric P0 scaled so that its largest |eigenvalue| is ``P0_SCALE``."""
     gaussian = np.asarray(jax.random.normal(key, (n, n)), dtype=np.float64)
     symmetric = 0.5 * (gaussian + gaussian.T)
     return P0_SCALE * symmetric / np.max(np.abs(np.linalg.eigvalsh(symmetric)))

@@ -81,7 +81,8 @@ def _figure2a(settings, problem, P0, key, progress) -> dict:
     return {
         "alphas": alphas.tolist(),
         "theorem1_alpha_interval": [float(-eig_p0[0]), float(2.0 / lambda_max - eig_p0[-1])],
-        "P": "P0 of Figure 2b/2c (random symmetric, eigenvalues in [-0.2, 0.2])",
+        "P": "P0 of Figure 2b/2c (random symmetric, largest |eigenvalue| 0.2)",
+        "P_eigenvalues": eig_p0.tolist(),
         "samples_per_point": settings.variance_samples,
         "log10_trace_variance": curves,
     }
