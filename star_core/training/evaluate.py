@@ -1,0 +1,262 @@
+"""The evaluation protocol of spec §4: train a task with an optimizer from several seeds.
+
+For each seed ``s`` the inner model starts from ``task.init(init_key_s)`` and is trained for N
+steps on ``task.batches(s)``. The training curve has N + 1 points::
+
+    curve[t] = loss(params_t, batch_t)      t = 0..N
+
+where ``params_t`` are the parameters after t updates (``curve[t]`` is measured before update
+t + 1, as in the meta-objective of spec §3). Per seed:
+
+- ``initial_loss = curve[0]``, ``final_loss = curve[N]``;
+- ``mean_loss = mean(curve[0:N])``: the meta-objective ``1/N sum_t L_t(phi_t)``;
+- ``diverged``: a non-finite loss anywhere, or ``final_loss > initial_loss``.
+
+Where the task has a held-out split, the mean loss over ``HELDOUT_BATCHES`` held-out batches is
+also measured at ``heldout_points`` evenly spaced steps (including 0 and N).
+
+All seeds (and, for the tuned-Adam baseline, all learning rates) train together: ``jax.vmap``
+over runs, ``jax.lax.scan`` over steps in chunks of at most ``MAX_CHUNK`` steps (so that the
+batches of one chunk fit in memory). Every run's numbers depend only on its own seed and
+hyperparameters, not on which other runs share the batch.
+
+Tuned Adam (the spec's main baseline): Adam at every learning rate of a log grid over
+[1e-4, 1e-1]; the rate with the lowest mean (over seeds) ``mean_loss`` is kept.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+# Upper bound on the steps scanned per jitted call (bounds the batches held in memory).
+MAX_CHUNK = 250
+# Held-out batches averaged per held-out measurement.
+HELDOUT_BATCHES = 2
+# Seed of the held-out batch stream (the same batches for every run and every point).
+HELDOUT_SEED = 0
+# Held-out measurements per run (evenly spaced, including step 0 and step N).
+DEFAULT_HELDOUT_POINTS = 5
+# The tuned-Adam learning-rate grid: 7 points, log-spaced from 1e-4 to 1e-1.
+ADAM_LR_GRID = tuple(float(x) for x in np.logspace(-4, -1, 7))
+
+MakeTx = Callable[[Any], optax.GradientTransformation]
+
+
+class EvalResult(NamedTuple):
+    """Curves and per-seed numbers of one optimizer on one task."""
+
+    label: str
+    task: str
+    steps: int
+    seeds: tuple[int, ...]
+    curves: np.ndarray  # [num_seeds, steps + 1] training losses
+    heldout_steps: tuple[int, ...]  # () when the task has no held-out split
+    heldout: np.ndarray | None  # [num_seeds, len(heldout_steps)]
+    extra: dict[str, Any]  # e.g. the tuned-Adam sweep
+
+    def per_seed(self) -> list[dict[str, Any]]:
+        """One dict per seed: seed, initial_loss, final_loss, mean_loss, diverged."""
+        return [{"seed": s, **summarize_curve(c)} for s, c in zip(self.seeds, self.curves,
+                                                                  strict=True)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (non-finite numbers become None)."""
+        rows = self.per_seed()
+        means = {k: _mean_or_none([r[k] for r in rows]) for k in
+                 ("initial_loss", "final_loss", "mean_loss")}
+        data = {
+            "label": self.label, "task": self.task, "steps": self.steps,
+            "seeds": list(self.seeds), "per_seed": rows,
+            "aggregate": {**means, "diverged": sum(r["diverged"] for r in rows)},
+            "curves": self.curves.tolist(),
+            "heldout_steps": list(self.heldout_steps),
+            "heldout": None if self.heldout is None else self.heldout.tolist(),
+            **self.extra,
+        }
+        return _json_safe(data)
+
+
+def summarize_curve(curve: np.ndarray) -> dict[str, Any]:
+    """initial_loss, final_loss, mean_loss (over the N training steps) and diverged."""
+    curve = np.asarray(curve, np.float64)
+    initial, final = float(curve[0]), float(curve[-1])
+    diverged = bool(not np.all(np.isfinite(curve)) or final > initial)
+    return {"initial_loss": initial, "final_loss": final,
+            "mean_loss": float(np.mean(curve[:-1])), "diverged": diverged}
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    finite = np.isfinite(values)
+    return float(np.mean(values)) if finite.all() else None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _stack(batches: list[Any]) -> Any:
+    return jax.tree.map(lambda *xs: np.stack(xs), *batches)
+
+
+def _make_kernels(task: Any, make_tx: MakeTx):
+    """Jitted (init, train-chunk, loss) functions vmapped over runs."""
+
+    def init_one(hparams, key):
+        params = task.init(key)
+        return params, make_tx(hparams).init(params)
+
+    def chunk_one(hparams, carry, batches, keys):
+        tx = make_tx(hparams)
+
+        def step(carry, inputs):
+            params, opt_state = carry
+            batch, key = inputs
+            loss, grads = jax.value_and_grad(task.loss)(params, key, batch)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), loss
+
+        return jax.lax.scan(step, carry, (batches, keys))
+
+    def heldout_one(params, batches, key):
+        losses = jax.vmap(task.loss, in_axes=(None, None, 0))(params, key, batches)
+        return jnp.mean(losses)
+
+    init = jax.jit(jax.vmap(init_one))
+    # batches/keys arrive as [C, R, ...]: move the run axis to the front.
+    chunk = jax.jit(jax.vmap(chunk_one, in_axes=(0, 0, 1, 1), out_axes=(0, 1)))
+    loss = jax.jit(jax.vmap(task.loss))
+    heldout = jax.jit(jax.vmap(heldout_one, in_axes=(0, None, 0)))
+    return init, chunk, loss, heldout
+
+
+def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Independent keys of one evaluation seed: (init, training losses, held-out losses)."""
+    init_key, loss_key, heldout_key = jax.random.split(jax.random.key(int(seed)), 3)
+    return init_key, loss_key, heldout_key
+
+
+def _heldout_batches(task: Any) -> Any | None:
+    """HELDOUT_BATCHES test batches stacked, or None when the task has no held-out split."""
+    try:
+        stream = task.batches(HELDOUT_SEED, split="test")
+        return _stack(list(itertools.islice(stream, HELDOUT_BATCHES)))
+    except (ValueError, FileNotFoundError, KeyError):
+        return None
+
+
+def _checkpoints(steps: int, points: int) -> list[int]:
+    return sorted({int(round(x)) for x in np.linspace(0, steps, max(points, 2))})
+
+
+def train_runs(
+    task: Any, make_tx: MakeTx, hparams: Any, seeds: Sequence[int], steps: int,
+    heldout_points: int = DEFAULT_HELDOUT_POINTS,
+) -> tuple[np.ndarray, tuple[int, ...], np.ndarray | None]:
+    """Train R runs at once: run r uses ``hparams[r]`` (leading axis R) and seed ``seeds[r]``.
+
+    Returns ``(curves [R, steps + 1], heldout_steps, heldout [R, H] or None)``.
+    """
+    init, chunk, loss_fn, heldout_fn = _make_kernels(task, make_tx)
+    seed_keys = [run_keys(s) for s in seeds]
+    init_keys = jnp.stack([k[0] for k in seed_keys])
+    loss_keys, heldout_keys = [k[1] for k in seed_keys], [k[2] for k in seed_keys]
+    streams = [task.batches(int(s), split="train") for s in seeds]
+    heldout_data = _heldout_batches(task) if heldout_points > 0 else None
+    marks = _checkpoints(steps, heldout_points) if heldout_data is not None else [0, steps]
+
+    carry = init(hparams, init_keys)
+    losses, heldout, t = [], [], 0
+    while True:
+        if heldout_data is not None and t in marks:
+            keys = _step_keys(heldout_keys, t, t + 1)[0]
+            heldout.append(np.asarray(heldout_fn(carry[0], heldout_data, keys)))
+        if t == steps:
+            break
+        end = min([m for m in marks if m > t] + [t + MAX_CHUNK])
+        batches = _stack([_stack([next(s) for s in streams]) for _ in range(end - t)])
+        carry, chunk_losses = chunk(hparams, carry, batches, _step_keys(loss_keys, t, end))
+        losses.append(np.asarray(chunk_losses))
+        t = end
+    final_batch = _stack([next(s) for s in streams])
+    final = np.asarray(loss_fn(carry[0], _step_keys(loss_keys, steps, steps + 1)[0], final_batch))
+    curves = np.concatenate(losses + [final[None]], axis=0).T
+    if heldout_data is None:
+        return curves, (), None
+    return curves, tuple(marks), np.stack(heldout, axis=1)
+
+
+def _step_keys(loss_keys: list[jax.Array], begin: int, end: int) -> jax.Array:
+    """Loss keys of steps [begin, end) for every run: shape [end - begin, R]."""
+    per_run = jnp.stack(loss_keys)
+    fold = jax.vmap(jax.random.fold_in, in_axes=(0, None))
+    return jax.vmap(lambda t: fold(per_run, t))(jnp.arange(begin, end))
+
+
+def _broadcast(tree: Any, runs: int) -> Any:
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (runs,) + jnp.shape(x)), tree)
+
+
+def evaluate(
+    task: Any, lopt: Any, theta: Any, steps: int, seeds: Sequence[int], label: str | None = None,
+    heldout_points: int = DEFAULT_HELDOUT_POINTS,
+) -> EvalResult:
+    """Train ``task`` with ``lopt.transform(theta)`` for ``steps`` steps from each seed."""
+    _check_budget(steps, seeds)
+    hparams = _broadcast(theta, len(seeds))
+    curves, marks, heldout = train_runs(task, lopt.transform, hparams, seeds, steps,
+                                        heldout_points)
+    return EvalResult(label or lopt.name, task.name, steps, tuple(int(s) for s in seeds),
+                      curves, marks, heldout, {})
+
+
+def _adam(learning_rate: jax.Array) -> optax.GradientTransformation:
+    return optax.adam(learning_rate)
+
+
+def tune_adam(
+    task: Any, steps: int, seeds: Sequence[int],
+    learning_rates: Sequence[float] = ADAM_LR_GRID,
+    heldout_points: int = DEFAULT_HELDOUT_POINTS,
+) -> EvalResult:
+    """Adam with the best learning rate of ``learning_rates`` (lowest mean ``mean_loss``).
+
+    All (rate, seed) runs train together; the result's ``extra`` holds the sweep:
+    ``{"learning_rate": best, "sweep": [{"learning_rate", "mean_loss"}, ...]}``.
+    """
+    _check_budget(steps, seeds)
+    if not learning_rates or any(not (lr > 0) for lr in learning_rates):
+        raise ValueError(f"learning_rates must be positive numbers, got {list(learning_rates)}")
+    runs_lr = jnp.asarray([lr for lr in learning_rates for _ in seeds], jnp.float32)
+    runs_seed = [s for _ in learning_rates for s in seeds]
+    curves, marks, heldout = train_runs(task, _adam, runs_lr, runs_seed, steps, heldout_points)
+    n = len(seeds)
+    scores = []
+    for i, lr in enumerate(learning_rates):
+        means = [summarize_curve(c)["mean_loss"] for c in curves[i * n:(i + 1) * n]]
+        score = float(np.mean(means)) if np.all(np.isfinite(means)) else float("inf")
+        scores.append({"learning_rate": float(lr), "mean_loss": score})
+    best = int(np.argmin([s["mean_loss"] for s in scores]))
+    rows = slice(best * n, (best + 1) * n)
+    extra = {"learning_rate": float(learning_rates[best]), "sweep": scores}
+    return EvalResult("adam (tuned)", task.name, steps, tuple(int(s) for s in seeds),
+                      curves[rows], marks, None if heldout is None else heldout[rows], extra)
+
+
+def _check_budget(steps: int, seeds: Sequence[int]) -> None:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if not seeds or len(set(seeds)) != len(seeds) or any(int(s) < 0 for s in seeds):
+        raise ValueError(f"seeds must be distinct non-negative integers, got {list(seeds)}")
