@@ -14,3 +14,16 @@ Nothing here imports Ray, gRPC or protobuf, and nothing is read or downloaded at
 """
 
 __version__ = "0.1.0"
+
+
+def load_optimizer(path):
+    """The meta-trained optimizer saved at ``path`` (a checkpoint file or a meta-training output
+    folder) as an ``optax.GradientTransformation``::
+
+        tx = star_core.load_optimizer("runs/star/checkpoints/step_001000.safetensors")
+
+    (Imported on first use, so that ``import star_core`` stays cheap.)
+    """
+    from star_core.training.checkpoint import load_optimizer as _load
+
+    return _load(path)

@@ -247,7 +247,11 @@ def load_learned_optimizer(path: str | os.PathLike) -> tuple[Any, Any, dict[str,
         raise ValueError(f"{path}: unknown optimizer {name!r}; known: {known}")
     lopt = optimizers.get(name, **config)
     template = lopt.init_meta_params(jax.random.key(0))
-    theta = fill_tree(template, named_leaves(checkpoint.theta), source=str(path))
+    stored = named_leaves(checkpoint.theta)
+    unexpected = sorted(set(stored) - set(named_leaves(template)))
+    if unexpected:
+        raise ValueError(f"{path}: tensors {unexpected} are not meta-parameters of {name!r}")
+    theta = fill_tree(template, stored, source=str(path))
     return lopt, jax.tree_util.tree_map(jax.numpy.asarray, theta), checkpoint.metadata
 
 

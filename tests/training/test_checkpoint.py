@@ -135,3 +135,47 @@ def test_resolve_checkpoint_path_picks_the_latest_in_a_run_folder(tmp_path):
     assert ckpt.resolve_checkpoint_path(tmp_path).name == "step_000010.safetensors"
     with pytest.raises(FileNotFoundError):
         ckpt.resolve_checkpoint_path(tmp_path / "empty_dir_missing")
+
+
+def test_load_optimizer_trains_a_model_with_the_saved_theta(tmp_path):
+    import star_core
+    from star_core import optimizers, tasks
+
+    lopt = optimizers.get("star", alpha0=0.05)
+    theta = jax.tree.map(lambda x: x + 0.01, lopt.init_meta_params(jax.random.key(4)))
+    path = tmp_path / "checkpoints" / "step_000007.safetensors"
+    ckpt.save_checkpoint(path, theta, None, {"optimizer": "star",
+                                             "optimizer_config": {"alpha0": 0.05}, "step": 7})
+    tx = star_core.load_optimizer(tmp_path)  # a run folder resolves to its latest checkpoint
+    _, loaded_theta, metadata = ckpt.load_learned_optimizer(path)
+    _bitwise_equal(loaded_theta, theta)
+    assert metadata["step"] == 7
+
+    task = tasks.get("nqm", dim=6, noise_scale=0.0)
+    params = task.init(jax.random.key(0))
+    batch = next(task.batches(0))
+
+    def train(tx, params):
+        def step(carry, _):
+            params, state = carry
+            loss, grads = jax.value_and_grad(task.loss)(params, None, batch)
+            updates, state = tx.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), loss
+
+        return jax.lax.scan(step, (params, tx.init(params)), length=200)[1]
+
+    losses = np.asarray(jax.jit(lambda p: train(tx, p))(params))
+    reference = np.asarray(jax.jit(lambda p: train(lopt.transform(theta), p))(params))
+    np.testing.assert_allclose(losses, reference, rtol=1e-6)
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_load_learned_optimizer_rejects_a_theta_of_another_optimizer(tmp_path):
+    path = tmp_path / "star.safetensors"
+    from star_core import optimizers
+
+    theta = optimizers.get("star").init_meta_params(jax.random.key(0))
+    ckpt.save_checkpoint(path, theta, None, {"optimizer": "blackbox", "optimizer_config": {},
+                                             "step": 1})
+    with pytest.raises(ValueError, match="star.safetensors: tensor 'mlp/"):
+        ckpt.load_learned_optimizer(path)
