@@ -177,5 +177,10 @@ def test_load_learned_optimizer_rejects_a_theta_of_another_optimizer(tmp_path):
     theta = optimizers.get("star").init_meta_params(jax.random.key(0))
     ckpt.save_checkpoint(path, theta, None, {"optimizer": "blackbox", "optimizer_config": {},
                                              "step": 1})
+    with pytest.raises(ValueError, match=r"tensors \['nominal_log_scale'\] are not meta-param"):
+        ckpt.load_learned_optimizer(path)
+    blackbox_theta = optimizers.get("blackbox").init_meta_params(jax.random.key(0))
+    ckpt.save_checkpoint(path, blackbox_theta, None, {"optimizer": "star",
+                                                      "optimizer_config": {}, "step": 1})
     with pytest.raises(ValueError, match="star.safetensors: tensor 'mlp/"):
         ckpt.load_learned_optimizer(path)
