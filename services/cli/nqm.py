@@ -25,11 +25,9 @@ def register(subparsers) -> None:
 def run_figures(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from star_core.nqm.figures import FigureSettings, write_figures
+    from star_core.nqm.figures import FigureSettings, prepare_output_dir, write_figures
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} exists and is not a directory")
+    out = prepare_output_dir(args.out)  # fails with one line before any work starts
     settings = FigureSettings.quick() if args.quick else FigureSettings()
     settings = FigureSettings(**{**settings.__dict__, "seed": args.seed})
     with tqdm(total=settings.num_steps(), desc="nqm figures", unit="step") as bar:

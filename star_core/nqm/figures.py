@@ -151,13 +151,8 @@ def compute_figure_data(settings: FigureSettings, progress: Callable[[str], None
     return {"fig1": fig1, "fig2a": fig2a, "fig2bc": fig2bc}
 
 
-def write_figures(
-    out_dir, settings: FigureSettings | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> list[Path]:
-    """Compute and write the four PNGs and their JSON into ``out_dir``; returns the paths."""
-    settings = settings or FigureSettings()
-    progress = progress or (lambda stage: logger.info("done: %s", stage))
+def prepare_output_dir(out_dir) -> Path:
+    """Create ``out_dir`` (and parents); a one-line NotADirectoryError when that is impossible."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"--out {out_dir} exists and is not a directory")
@@ -165,6 +160,17 @@ def write_figures(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise NotADirectoryError(f"cannot create --out {out_dir}: {err.strerror}") from err
+    return out_dir
+
+
+def write_figures(
+    out_dir, settings: FigureSettings | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Compute and write the four PNGs and their JSON into ``out_dir``; returns the paths."""
+    settings = settings or FigureSettings()
+    progress = progress or (lambda stage: logger.info("done: %s", stage))
+    out_dir = prepare_output_dir(out_dir)
     data = compute_figure_data(settings, progress)
     outputs = {
         "fig1": (data["fig1"], plots.plot_figure1),
