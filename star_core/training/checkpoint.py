@@ -149,8 +149,13 @@ def _write_atomically(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def write_bytes_atomically(path: str | os.PathLike, data: bytes) -> None:
+    """Write a file with the temp-file + fsync + ``os.replace`` discipline of checkpoints."""
+    _write_atomically(Path(path), data)
+
+
 def write_text_atomically(path: str | os.PathLike, text: str) -> None:
-    """Write a text file with the same temp-file + fsync + ``os.replace`` discipline."""
+    """Write a UTF-8 text file atomically (see :func:`write_bytes_atomically`)."""
     _write_atomically(Path(path), text.encode("utf-8"))
 
 

@@ -47,6 +47,7 @@ DEFAULT_HELDOUT_POINTS = 5
 ADAM_LR_GRID = tuple(float(x) for x in np.logspace(-4, -1, 7))
 
 MakeTx = Callable[[Any], optax.GradientTransformation]
+Progress = Callable[[int], None]
 
 
 class EvalResult(NamedTuple):
@@ -163,9 +164,10 @@ def _checkpoints(steps: int, points: int) -> list[int]:
 
 def train_runs(
     task: Any, make_tx: MakeTx, hparams: Any, seeds: Sequence[int], steps: int,
-    heldout_points: int = DEFAULT_HELDOUT_POINTS,
+    heldout_points: int = DEFAULT_HELDOUT_POINTS, progress: Progress | None = None,
 ) -> tuple[np.ndarray, tuple[int, ...], np.ndarray | None]:
     """Train R runs at once: run r uses ``hparams[r]`` (leading axis R) and seed ``seeds[r]``.
+    ``progress(steps_done)`` is called after every chunk.
 
     Returns ``(curves [R, steps + 1], heldout_steps, heldout [R, H] or None)``.
     """
@@ -190,6 +192,8 @@ def train_runs(
         carry, chunk_losses = chunk(hparams, carry, batches, _step_keys(loss_keys, t, end))
         losses.append(np.asarray(chunk_losses))
         t = end
+        if progress is not None:
+            progress(t)
     final_batch = _stack([next(s) for s in streams])
     final = np.asarray(loss_fn(carry[0], _step_keys(loss_keys, steps, steps + 1)[0], final_batch))
     curves = np.concatenate(losses + [final[None]], axis=0).T
@@ -211,13 +215,13 @@ def _broadcast(tree: Any, runs: int) -> Any:
 
 def evaluate(
     task: Any, lopt: Any, theta: Any, steps: int, seeds: Sequence[int], label: str | None = None,
-    heldout_points: int = DEFAULT_HELDOUT_POINTS,
+    heldout_points: int = DEFAULT_HELDOUT_POINTS, progress: Progress | None = None,
 ) -> EvalResult:
     """Train ``task`` with ``lopt.transform(theta)`` for ``steps`` steps from each seed."""
     _check_budget(steps, seeds)
     hparams = _broadcast(theta, len(seeds))
     curves, marks, heldout = train_runs(task, lopt.transform, hparams, seeds, steps,
-                                        heldout_points)
+                                        heldout_points, progress)
     return EvalResult(label or lopt.name, task.name, steps, tuple(int(s) for s in seeds),
                       curves, marks, heldout, {})
 
@@ -229,7 +233,7 @@ def _adam(learning_rate: jax.Array) -> optax.GradientTransformation:
 def tune_adam(
     task: Any, steps: int, seeds: Sequence[int],
     learning_rates: Sequence[float] = ADAM_LR_GRID,
-    heldout_points: int = DEFAULT_HELDOUT_POINTS,
+    heldout_points: int = DEFAULT_HELDOUT_POINTS, progress: Progress | None = None,
 ) -> EvalResult:
     """Adam with the best learning rate of ``learning_rates`` (lowest mean ``mean_loss``).
 
@@ -241,7 +245,8 @@ def tune_adam(
         raise ValueError(f"learning_rates must be positive numbers, got {list(learning_rates)}")
     runs_lr = jnp.asarray([lr for lr in learning_rates for _ in seeds], jnp.float32)
     runs_seed = [s for _ in learning_rates for s in seeds]
-    curves, marks, heldout = train_runs(task, _adam, runs_lr, runs_seed, steps, heldout_points)
+    curves, marks, heldout = train_runs(task, _adam, runs_lr, runs_seed, steps, heldout_points,
+                                        progress)
     n = len(seeds)
     scores = []
     for i, lr in enumerate(learning_rates):
