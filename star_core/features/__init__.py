@@ -8,6 +8,7 @@
 from star_core.features.accumulators import (
     Decays,
     TensorAccumulators,
+    as_rank1,
     decays_from_offsets,
     factored_dims,
     init_accumulators,
@@ -20,7 +21,6 @@ from star_core.features.build import (
     NUM_FEATURES,
     NUM_NORMALIZED_FEATURES,
     RMS_EPS,
-    as_rank1,
     build_features,
     feature_groups,
 )

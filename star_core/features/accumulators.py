@@ -18,7 +18,7 @@ The seven decays are meta-learned as offsets ``theta_decay`` (initialized to 0):
 Arrays carry the decay index on a leading axis: ``momentum`` has shape ``(3,) + param.shape``;
 ``row``/``col`` keep the reduced axes with size 1 (``keepdims``), so they broadcast against the
 tensor. (A leading axis keeps every per-decay slice contiguous, for fused elementwise code.)
-Scalars are treated as shape ``(1,)`` by the caller (see ``features.build``).
+Scalars are treated as shape ``(1,)``.
 """
 
 from __future__ import annotations
@@ -89,14 +89,20 @@ def factored_dims(shape: tuple[int, ...]) -> tuple[int, int] | None:
     return int(order[-1]), int(order[-2])
 
 
+def as_rank1(x: jax.Array) -> jax.Array:
+    """Scalars become shape (1,); other arrays are returned unchanged."""
+    x = jnp.asarray(x)
+    return x.reshape((1,)) if x.ndim == 0 else x
+
+
 def _per_decay(decays: jax.Array, ndim: int) -> jax.Array:
     """Decays of shape (k,) reshaped to broadcast against (k,) + S arrays of rank ``ndim``."""
     return decays.reshape((-1,) + (1,) * ndim)
 
 
 def init_accumulators(param: jax.Array) -> TensorAccumulators:
-    """Zero accumulators for a parameter of rank >= 1 (scalars are reshaped to (1,) first)."""
-    shape = tuple(param.shape)
+    """Zero accumulators for a parameter (scalars count as shape (1,))."""
+    shape = tuple(as_rank1(param).shape)
     momentum = jnp.zeros((len(MOMENTUM_DECAYS),) + shape, ACCUMULATOR_DTYPE)
     second_moment = jnp.zeros(shape, ACCUMULATOR_DTYPE)
     num_fac = (len(ADAFACTOR_DECAYS),)
@@ -122,7 +128,8 @@ def _ema(old: jax.Array, new: jax.Array, decay: jax.Array) -> jax.Array:
 def update_accumulators(
     acc: TensorAccumulators, grad: jax.Array, decays: Decays
 ) -> TensorAccumulators:
-    """Fold the current gradient (float32, rank >= 1) into every accumulator."""
+    """Fold the current gradient into every accumulator (scalars count as shape (1,))."""
+    grad = as_rank1(grad).astype(ACCUMULATOR_DTYPE)
     ndim = grad.ndim
     momentum = _ema(acc.momentum, grad, _per_decay(decays.momentum, ndim))
     second_moment = _ema(acc.second_moment, grad * grad, decays.rms[0])

@@ -25,6 +25,7 @@ from star_core.features.accumulators import (
     ACCUMULATOR_DTYPE,
     TensorAccumulators,
     adafactor_preconditioner,
+    as_rank1,
 )
 from star_core.features.normalization import rms_normalize
 from star_core.features.time import NUM_TIME_FEATURES, TIME_SCALES, time_features
@@ -52,11 +53,6 @@ NUM_FEATURES = NUM_NORMALIZED_FEATURES + NUM_TIME_FEATURES  # 39
 FEATURE_NAMES = tuple(
     name if width == 1 else f"{name}_{i}" for name, width in FEATURE_GROUPS for i in range(width)
 ) + tuple(f"time_{tau:g}" for tau in TIME_SCALES)
-
-
-def as_rank1(x: jax.Array) -> jax.Array:
-    """Scalars become shape (1,); other arrays are returned unchanged."""
-    return x.reshape((1,)) if x.ndim == 0 else x
 
 
 def feature_groups(

@@ -1,0 +1,139 @@
+"""Features of spec §2.2 against values computed by hand (numpy, float64) on tiny tensors."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from star_core.features import (
+    FEATURE_NAMES,
+    NUM_FEATURES,
+    TIME_SCALES,
+    build_features,
+    decays_from_offsets,
+    factored_dims,
+    init_accumulators,
+    init_decay_offsets,
+    update_accumulators,
+)
+
+B_M = np.array([0.9, 0.99, 0.999])
+B_V = 0.999
+B_F = np.array([0.9, 0.99, 0.999])
+
+
+def normalized(x, shape):
+    """Tile x to shape, divide by its RMS over the tensor."""
+    x = np.broadcast_to(x, shape)
+    return x / np.sqrt(1e-5 + np.mean(x**2))
+
+
+def hand_features(g, p, step, factored_axes):
+    """The 39 features after one update from zero accumulators with the base decays."""
+    g2 = g**2 + 1e-30
+    m = [(1 - b) * g for b in B_M]
+    v = (1 - B_V) * g**2
+    if factored_axes is None:
+        row = col = [(1 - b) * g2 for b in B_F]
+        pre = [1 / np.sqrt(r + 1e-9) for r in row]
+        mom_pre = [1 / np.sqrt(r + 1e-6) for r in row]
+    else:
+        d0, d1 = factored_axes
+        row = [(1 - b) * g2.mean(axis=d0, keepdims=True) for b in B_F]
+        col = [(1 - b) * g2.mean(axis=d1, keepdims=True) for b in B_F]
+        pre = [
+            1 / np.sqrt(np.maximum(r / (r.mean(axis=d1, keepdims=True) + 1e-9), 1e-9))
+            / np.sqrt(np.maximum(c, 1e-9))
+            for r, c in zip(row, col, strict=True)
+        ]
+        mom_pre = pre
+    channels = (
+        [g, p, *m, v]
+        + [mi / np.sqrt(v + 1e-6) for mi in m]
+        + [1 / np.sqrt(v + 1e-6)]
+        + [g * q for q in pre]
+        + row
+        + col
+        + [1 / np.sqrt(r + 1e-8) for r in row]
+        + [1 / np.sqrt(c + 1e-8) for c in col]
+        + [mi * q for mi, q in zip(m, mom_pre, strict=True)]
+    )
+    columns = [normalized(c, g.shape) for c in channels]
+    columns += [np.full(g.shape, math.tanh(step / tau - 1)) for tau in TIME_SCALES]
+    return np.stack(columns, axis=-1)
+
+
+def features_after_one_update(g, p, step):
+    acc = init_accumulators(jnp.asarray(p))
+    acc = update_accumulators(acc, jnp.asarray(g), decays_from_offsets(init_decay_offsets()))
+    return np.asarray(build_features(jnp.asarray(g), jnp.asarray(p), acc, jnp.asarray(step)))
+
+
+def test_there_are_39_named_features():
+    assert NUM_FEATURES == len(FEATURE_NAMES) == 39
+    assert FEATURE_NAMES[:3] == ("grad", "param", "momentum_0")
+    assert FEATURE_NAMES[-1] == "time_100000"
+
+
+def test_unfactored_vector_matches_hand_computation():
+    g = np.array([1.0, -2.0, 0.5, 3.0])
+    p = np.array([0.1, 0.2, -0.3, 0.0])
+    got = features_after_one_update(g.astype(np.float32), p.astype(np.float32), 5)
+    np.testing.assert_allclose(got, hand_features(g, p, 5, None), rtol=2e-5, atol=1e-6)
+    # Spot checks written out: the normalized gradient, and the first time feature tanh(5 - 1).
+    np.testing.assert_allclose(got[:, 0], g / math.sqrt(1e-5 + 14.25 / 4), rtol=1e-6)
+    np.testing.assert_allclose(got[:, 28], math.tanh(4.0), rtol=1e-6)
+
+
+def test_factored_matrix_matches_hand_computation():
+    g = np.array([[1.0, -2.0, 0.5], [0.25, 3.0, -1.0]])
+    p = np.array([[0.1, 0.2, -0.3], [0.0, 1.0, 2.0]])
+    assert factored_dims(g.shape) == (1, 0)  # d0 = largest (3), d1 = second largest (2)
+    got = features_after_one_update(g.astype(np.float32), p.astype(np.float32), 0)
+    np.testing.assert_allclose(got, hand_features(g, p, 0, (1, 0)), rtol=2e-5, atol=1e-6)
+    # Row statistic of decay 0.9 on row 0: 0.1 * mean(1, 4, 0.25), normalized over the tiled tensor.
+    row0 = 0.1 * np.mean([1.0, 4.0, 0.25])
+    row1 = 0.1 * np.mean([0.0625, 9.0, 1.0])
+    want = row0 / math.sqrt(1e-5 + (row0**2 + row1**2) / 2)
+    np.testing.assert_allclose(got[0, 0, 13], want, rtol=1e-5)
+
+
+def test_scalar_is_treated_as_shape_one():
+    got = features_after_one_update(np.float32(2.0), np.float32(-1.0), 1)
+    want = hand_features(np.array([2.0]), np.array([-1.0]), 1, None)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dims"),
+    [((3,), None), ((4, 4), (1, 0)), ((3, 3, 8, 16), (3, 2)), ((10, 2, 5), (0, 2))],
+)
+def test_factored_dims(shape, dims):
+    assert factored_dims(shape) == dims
+
+
+def test_decay_offsets_map_to_rates():
+    offsets = init_decay_offsets()
+    offsets["rms"] = jnp.full((1,), math.log(2.0) / 10.0)  # doubles 1 - beta
+    decays = decays_from_offsets(offsets)
+    np.testing.assert_allclose(decays.momentum, B_M, rtol=1e-6)
+    np.testing.assert_allclose(decays.rms, [1 - 2 * (1 - B_V)], rtol=1e-6)
+    np.testing.assert_allclose(decays.adafactor, B_F, rtol=1e-6)
+
+
+def test_accumulators_follow_the_ema_over_two_steps():
+    g1, g2 = jnp.array([[1.0, 2.0], [3.0, 4.0]]), jnp.array([[-1.0, 0.0], [2.0, 1.0]])
+    decays = decays_from_offsets(init_decay_offsets())
+    acc = init_accumulators(g1)
+    acc = update_accumulators(update_accumulators(acc, g1, decays), g2, decays)
+    # The decays are float32: 1 - 0.999 carries a relative rounding error of ~1.3e-5.
+    for i, b in enumerate(B_M):
+        np.testing.assert_allclose(acc.momentum[i], b * (1 - b) * g1 + (1 - b) * g2, rtol=1e-4)
+    want_v = B_V * (1 - B_V) * g1**2 + (1 - B_V) * g2**2
+    np.testing.assert_allclose(acc.second_moment, want_v, rtol=1e-4)
+    # Ties: d0 = axis 1, so the row statistic averages over axis 1.
+    row = B_F[0] * (1 - B_F[0]) * np.mean(g1**2, 1) + (1 - B_F[0]) * np.mean(g2**2, 1)
+    np.testing.assert_allclose(acc.row[0, :, 0], row, rtol=1e-4)
+    assert jax.tree.map(jnp.shape, acc.col) == (3, 1, 2)
