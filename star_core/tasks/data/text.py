@@ -23,6 +23,7 @@ import inspect
 import logging
 import os
 import re
+import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -101,12 +102,15 @@ def stdlib_documents() -> list[str]:
     for module_name in STDLIB_MODULES:
         module = importlib.import_module(module_name)
         documents.append(inspect.getdoc(module) or "")
-        for name, value in sorted(vars(module).items()):
-            defined_here = getattr(value, "__module__", None) == module_name
-            if name.startswith("_") or not defined_here:
-                continue
-            if inspect.isclass(value) or inspect.isfunction(value):
-                documents.append(inspect.getdoc(value) or "")
+        with warnings.catch_warnings():  # Reading deprecated members (typing.io) warns.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            members = sorted(vars(module).items())
+            for name, value in members:
+                defined_here = getattr(value, "__module__", None) == module_name
+                if name.startswith("_") or not defined_here:
+                    continue
+                if inspect.isclass(value) or inspect.isfunction(value):
+                    documents.append(inspect.getdoc(value) or "")
     return [d for d in documents if d.strip()]
 
 
