@@ -165,7 +165,8 @@ def run_train(args: argparse.Namespace) -> int:
 def _candidate(spec: str, kind: str, opt_args: dict[str, Any]):
     """(label, runner) where runner(task, steps, seeds, progress) -> EvalResult; validated now."""
     from star_core import optimizers
-    from star_core.training import evaluate, load_learned_optimizer, tune_adam
+    from star_core.training import load_learned_optimizer, tune_adam
+    from star_core.training.evaluate import evaluate
 
     if kind == "checkpoint":
         label, sep, path = spec.partition("=")

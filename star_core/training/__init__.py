@@ -4,7 +4,8 @@
 - ``outer``: the outer optimizer (Adam, per-element clipping, outer weight decay on the MLP).
 - ``loop``: ``meta_train(config, out_dir)``, resumable bit for bit from its checkpoints.
 - ``checkpoint``: safetensors checkpoints; ``load_optimizer(path)`` gives an optax optimizer.
-- ``evaluate``: the evaluation protocol of spec §4 and the tuned-Adam baseline.
+- ``evaluate``: the evaluation protocol of spec §4 (``evaluate.evaluate``) and the tuned-Adam
+  baseline (``tune_adam``). The module keeps the name ``evaluate`` at package level.
 """
 
 from star_core.training.checkpoint import (
@@ -14,7 +15,7 @@ from star_core.training.checkpoint import (
     save_checkpoint,
 )
 from star_core.training.config import MetaTrainConfig
-from star_core.training.evaluate import ADAM_LR_GRID, EvalResult, evaluate, tune_adam
+from star_core.training.evaluate import ADAM_LR_GRID, EvalResult, tune_adam
 from star_core.training.loop import MetaTrainResult, meta_train
 from star_core.training.outer import outer_optimizer
 
@@ -23,7 +24,6 @@ __all__ = [
     "EvalResult",
     "MetaTrainConfig",
     "MetaTrainResult",
-    "evaluate",
     "load_checkpoint",
     "load_learned_optimizer",
     "load_optimizer",
