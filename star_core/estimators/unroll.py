@@ -21,7 +21,9 @@ its current episode, shared by both signs). At an iteration where ``steps_j >= T
 the episode has ended: the pair's inner states are replaced by a fresh state and the counter
 returns to 0; that *reset iteration* takes no training step and its loss is masked out
 (``mask = 0``). An episode therefore occupies ``T + 1`` iterations (``T`` training steps and one
-reset). Resets are branch-free (``jnp.where``), as everything runs under ``vmap`` and ``scan``.
+reset). Per trajectory, resets are branch-free (``jnp.where``, as everything runs under ``vmap``
+and ``scan``); one scalar ``lax.cond`` (does any pair reset at this iteration?) skips that
+full-state select on the iterations where no pair resets, which are most of them.
 
 The fresh state used at a reset is computed once per truncation and per pair (``reset_inner``),
 so a truncation may contain at most one reset per pair: ``K <= T + 1``. The PES estimator needs
@@ -106,7 +108,12 @@ def unroll(
         done = steps >= horizon
         stepped, loss = train_step(thetas, inner, tile_signs(batch), tile_signs(key))
         done_both = tile_signs(done)
-        inner = tree_where(done_both, reset_both, stepped)
+        # Resets are rare (P / (T + 1) per iteration): skip the full-state select otherwise.
+        inner = jax.lax.cond(
+            jnp.any(done),
+            lambda: tree_where(done_both, reset_both, stepped),
+            lambda: stepped,
+        )
         loss = jnp.where(done_both, 0.0, loss)
         steps = jnp.where(done, 0, steps + 1)
         return (inner, steps), (loss, 1.0 - done.astype(loss.dtype))
