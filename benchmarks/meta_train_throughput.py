@@ -23,9 +23,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import os
 import platform
+import statistics
 import time
 from typing import Any
 
@@ -111,13 +114,18 @@ def adam_unroll(task, num_pairs: int):
     return init, jax.jit(run, donate_argnums=(0, 1))
 
 
-def _timed(fn, repeats: int) -> float:
-    """Seconds per call of ``fn`` (one warm-up call first, which compiles)."""
-    fn(0)
-    start = time.perf_counter()
-    for i in range(1, repeats + 1):
-        fn(i)
-    return (time.perf_counter() - start) / repeats
+def _interleaved_seconds(fns: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per call of each function, timed in rounds (one call of each per round,
+    after one warm-up call that compiles), so that machine load drifts hit all alike."""
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def measure(task_name: str, optimizer: str, num_pairs: int, truncation: int, repeats: int):
@@ -130,11 +138,11 @@ def measure(task_name: str, optimizer: str, num_pairs: int, truncation: int, rep
     pes = {"state": estimator.init_state(theta, next(keys))}
     device_batches = jax.device_put(estimator.batch_source(SEED, num_pairs, truncation))
 
-    def pes_end_to_end(i):
+    def pes_end_to_end():
         grad, pes["state"], _ = estimator.estimate(theta, next(keys), pes["state"])
         jax.block_until_ready(grad)
 
-    def pes_kernel(i):
+    def pes_kernel():
         out = estimator._truncation(theta, pes["state"], device_batches, next(keys))
         pes["state"] = out[1]
         jax.block_until_ready(out)
@@ -147,16 +155,21 @@ def measure(task_name: str, optimizer: str, num_pairs: int, truncation: int, rep
         adam["state"] = (params, opt_state)
         jax.block_until_ready(loss)
 
-    def adam_end_to_end(i):
-        adam_step(estimator.batch_source(SEED + 1 + i, num_pairs, truncation))
+    seeds = iter(range(SEED + 1, SEED + 2 * repeats + 2))
+
+    def adam_end_to_end():
+        adam_step(estimator.batch_source(next(seeds), num_pairs, truncation))
 
     steps = 2 * num_pairs * truncation
-    seconds = {
-        "pes_end_to_end": _timed(pes_end_to_end, repeats),
-        "pes_kernel": _timed(pes_kernel, repeats),
-        "adam_end_to_end": _timed(adam_end_to_end, repeats),
-        "adam_kernel": _timed(lambda i: adam_step(device_batches), repeats),
-    }
+    seconds = _interleaved_seconds(
+        {
+            "pes_end_to_end": pes_end_to_end,
+            "adam_end_to_end": adam_end_to_end,
+            "pes_kernel": pes_kernel,
+            "adam_kernel": lambda: adam_step(device_batches),
+        },
+        repeats,
+    )
     row = {"task": task_name, "optimizer": optimizer, "pairs": num_pairs, "K": truncation}
     row.update({name: steps / sec for name, sec in seconds.items()})
     row["ratio_end_to_end"] = row["pes_end_to_end"] / row["adam_end_to_end"]
@@ -165,9 +178,14 @@ def measure(task_name: str, optimizer: str, num_pairs: int, truncation: int, rep
 
 
 def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
     device = jax.devices()[0]
-    return f"{platform.machine()} {platform.processor() or ''}, jax {jax.__version__}, " + (
-        f"{device.platform}: {device.device_kind}, {jax.device_count()} device(s)"
+    return (
+        f"{cpu}, {os.cpu_count()} cores visible, jax {jax.__version__}, "
+        f"{device.platform}: {device.device_kind}"
     )
 
 
@@ -177,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", nargs="+", type=int, default=[8, 32])
     parser.add_argument("--truncation", type=int, default=50, help="inner steps K per truncation")
     parser.add_argument("--optimizer", default="star")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls after the warm-up")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds after the warm-up")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
 
