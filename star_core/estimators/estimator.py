@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +45,13 @@ MAX_DATA_SEED = 2**31 - 1
 # A batch source maps (seed, num_pairs, num_steps) to a pytree of arrays shaped [K, P, ...].
 BatchSource = Callable[[int, int, int], PyTree]
 
+# Defaults of EstimatorConfig: spec algorithm.md section 3.1, "defaults to start from (the
+# reference launch template)".
+DEFAULT_SIGMA = 0.01  # standard deviation of the antithetic perturbation of theta
+DEFAULT_TRUNCATION_LENGTH = 50  # inner steps K per truncation
+DEFAULT_HORIZON = 2000  # episode length T in inner steps
+DEFAULT_NUM_PAIRS = 8  # antithetic pairs P per estimator
+
 
 @dataclasses.dataclass(frozen=True)
 class EstimatorConfig:
@@ -57,16 +65,24 @@ class EstimatorConfig:
     """
 
     kind: str = "pes"
-    sigma: float = 0.01
-    truncation_length: int = 50
-    horizon: int = 2000
-    num_pairs: int = 8
+    sigma: float = DEFAULT_SIGMA
+    truncation_length: int = DEFAULT_TRUNCATION_LENGTH
+    horizon: int = DEFAULT_HORIZON
+    num_pairs: int = DEFAULT_NUM_PAIRS
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"EstimatorConfig.kind must be one of {KINDS}, got {self.kind!r}")
-        if not (isinstance(self.sigma, int | float) and self.sigma > 0):
-            raise ValueError(f"EstimatorConfig.sigma must be a positive number, got {self.sigma!r}")
+        sigma = self.sigma
+        if not (
+            isinstance(sigma, int | float)
+            and not isinstance(sigma, bool)
+            and math.isfinite(sigma)
+            and sigma > 0
+        ):
+            raise ValueError(
+                f"EstimatorConfig.sigma must be a finite positive number, got {sigma!r}"
+            )
         for name in ("truncation_length", "horizon", "num_pairs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

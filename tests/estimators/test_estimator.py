@@ -29,6 +29,9 @@ NO_RESET_HORIZON = 10**6  # episodes so long that no pair ends one during a test
     [
         ("kind", "sgd"),
         ("sigma", 0.0),
+        ("sigma", float("inf")),
+        ("sigma", float("nan")),
+        ("sigma", True),
         ("truncation_length", 0),
         ("horizon", 2.5),
         ("num_pairs", -1),
