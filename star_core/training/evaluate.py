@@ -13,7 +13,9 @@ t + 1, as in the meta-objective of spec §3). Per seed:
 - ``diverged``: a non-finite loss anywhere, or ``final_loss > initial_loss``.
 
 Where the task has a held-out split, the mean loss over ``HELDOUT_BATCHES`` held-out batches is
-also measured at ``heldout_points`` evenly spaced steps (including 0 and N).
+also measured at ``heldout_points`` evenly spaced steps (including 0 and N). A task reading a
+catalog dataset (``tasks.data.store.DATASETS``) has the splits of its catalog entry (imagenet32
+has no test split); held-out evaluation is then skipped with a logged warning.
 
 All seeds (and, for the tuned-Adam baseline, all learning rates) train together: ``jax.vmap``
 over runs, ``jax.lax.scan`` over steps in chunks of at most ``MAX_CHUNK`` steps (so that the
@@ -27,6 +29,7 @@ Tuned Adam (the spec's main baseline): Adam at every learning rate of a log grid
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -35,8 +38,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from star_core.tasks.data import store
+
+logger = logging.getLogger(__name__)
+
 # Upper bound on the steps scanned per jitted call (bounds the batches held in memory).
 MAX_CHUNK = 250
+# The split the held-out loss is measured on.
+HELDOUT_SPLIT = "test"
 # Held-out batches averaged per held-out measurement.
 HELDOUT_BATCHES = 2
 # Seed of the held-out batch stream (the same batches for every run and every point).
@@ -149,13 +158,29 @@ def run_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     return init_key, loss_key, heldout_key
 
 
-def _heldout_batches(task: Any) -> Any | None:
-    """HELDOUT_BATCHES test batches stacked, or None when the task has no held-out split."""
-    try:
-        stream = task.batches(HELDOUT_SEED, split="test")
-        return _stack(list(itertools.islice(stream, HELDOUT_BATCHES)))
-    except (ValueError, FileNotFoundError, KeyError):
+def missing_heldout_reason(task: Any) -> str | None:
+    """Why ``task`` has no ``HELDOUT_SPLIT`` split, or None when it has one.
+
+    A task whose ``dataset`` is a catalog entry has that entry's splits; every other task (the
+    quadratic, text corpora) serves the test split.
+    """
+    dataset = getattr(task, "dataset", None)
+    if dataset not in store.DATASETS:
         return None
+    splits = store.dataset_spec(dataset).splits
+    if HELDOUT_SPLIT in splits:
+        return None
+    return f"dataset {dataset!r} has splits {list(splits)}, no {HELDOUT_SPLIT!r} split"
+
+
+def _heldout_batches(task: Any) -> Any | None:
+    """HELDOUT_BATCHES test batches stacked, or None (with a warning) when the task has none."""
+    reason = missing_heldout_reason(task)
+    if reason is not None:
+        logger.warning("held-out evaluation of task %r skipped: %s", task.name, reason)
+        return None
+    stream = task.batches(HELDOUT_SEED, split=HELDOUT_SPLIT)
+    return _stack(list(itertools.islice(stream, HELDOUT_BATCHES)))
 
 
 def _checkpoints(steps: int, points: int) -> list[int]:

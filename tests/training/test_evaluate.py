@@ -1,5 +1,7 @@
 """Evaluation protocol (spec §4): curves and per-seed numbers against closed forms."""
 
+import logging
+
 import jax
 import numpy as np
 import pytest
@@ -90,3 +92,17 @@ def test_learned_optimizer_theta_is_shared_by_all_seeds(quadratic):
     single = ev.evaluate(quadratic, lopt, theta, STEPS, [1])
     np.testing.assert_allclose(single.curves[0], result.curves[1], rtol=1e-5)
     assert result.label == "star"
+
+
+def test_missing_test_split_is_reported_and_skipped_with_a_warning(caplog):
+    # imagenet32 ships train and validation only; nothing is read to find that out.
+    imagenet = tasks.get("imagenet32_resnet")
+    want = "dataset 'imagenet32' has splits ['train', 'validation'], no 'test' split"
+    assert ev.missing_heldout_reason(imagenet) == want
+    with caplog.at_level(logging.WARNING, logger=ev.__name__):
+        assert ev._heldout_batches(imagenet) is None
+    assert [r.getMessage() for r in caplog.records] == [
+        f"held-out evaluation of task 'imagenet32_resnet' skipped: {want}"
+    ]
+    for name in ("nqm", "digits_mlp", "text_lstm", "lm1b_lstm"):
+        assert ev.missing_heldout_reason(tasks.get(name)) is None
