@@ -1,8 +1,9 @@
 """The per-parameter MLP shared by the learned optimizers (spec §2.3).
 
 ``39 -> 4 -> ReLU -> 4 -> ReLU -> K``, applied independently to the feature vector of every
-parameter entry. Weights are truncated normal (cut at 2 standard deviations) with standard
-deviation ``1/sqrt(fan_in)``, biases zero. Layout (a plain dict, readable in any checkpoint):
+parameter entry. Weights are a standard normal truncated at +-2 and scaled by ``1/sqrt(fan_in)``
+(standard deviation ~0.88/sqrt(fan_in)), biases zero. Layout (a plain dict, readable in any
+checkpoint):
 ``{"w0": (39, 4), "b0": (4,), "w1": (4, 4), "b1": (4,), "w2": (4, K), "b2": (K,)}``.
 
 ``mlp_apply`` is the plain definition on the materialized ``S + (39,)`` features.
@@ -41,6 +42,7 @@ def init_mlp(key: jax.Array, num_outputs: int) -> dict[str, jax.Array]:
     for layer, (layer_key, fan_in, fan_out) in enumerate(
         zip(keys, sizes[:-1], sizes[1:], strict=True)
     ):
+        # Truncated-normal fan-in init: N(0, 1) cut at +-2, / sqrt(fan_in); std ~0.88/sqrt(fan_in).
         normal = jax.random.truncated_normal(
             layer_key, -TRUNCATION, TRUNCATION, (fan_in, fan_out), jnp.float32
         )
