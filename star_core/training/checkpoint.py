@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -44,6 +45,10 @@ SEPARATOR = "/"
 FILE_MODE = 0o644
 # Metadata keys every checkpoint carries.
 REQUIRED_METADATA = ("format", "format_version", "optimizer", "optimizer_config", "step")
+# Folder of a meta-training output folder that holds its checkpoints.
+CHECKPOINT_DIR = "checkpoints"
+# Name of a main checkpoint file in CHECKPOINT_DIR (not the step_N.estimator.safetensors files).
+CHECKPOINT_NAME = re.compile(r"step_(\d+)\.safetensors")
 
 
 class Checkpoint(NamedTuple):
@@ -222,12 +227,24 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(nested_from_named(theta), outer, metadata)
 
 
+def list_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """The main checkpoint files ``step_<N>.safetensors`` of ``folder``, sorted by step ``N``.
+
+    Estimator-state files are excluded; a missing folder has no checkpoints.
+    """
+    found = []
+    for path in Path(folder).glob("step_*.safetensors"):
+        match = CHECKPOINT_NAME.fullmatch(path.name)
+        if match is not None:
+            found.append((int(match.group(1)), path))
+    return [path for _, path in sorted(found)]
+
+
 def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     """A checkpoint file, or the latest checkpoint of a meta-training output folder."""
     path = Path(path)
     if path.is_dir():
-        candidates = sorted((path / "checkpoints").glob("step_*.safetensors"))
-        candidates = [c for c in candidates if not c.name.endswith(".estimator.safetensors")]
+        candidates = list_checkpoints(path / CHECKPOINT_DIR)
         if not candidates:
             raise FileNotFoundError(f"no checkpoint in folder {path}")
         return candidates[-1]

@@ -49,7 +49,6 @@ logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoints"
 # Estimator states are large (2P inner models); only the newest few are kept for resuming.
 KEEP_ESTIMATOR_STATES = 2
 # Config fields that may change when a run is resumed (they do not change its trajectory).
@@ -89,11 +88,11 @@ class _Run(NamedTuple):
 
 
 def checkpoint_path(out_dir: Path, step: int) -> Path:
-    return Path(out_dir) / CHECKPOINT_DIR / f"step_{step:06d}.safetensors"
+    return Path(out_dir) / ckpt.CHECKPOINT_DIR / f"step_{step:06d}.safetensors"
 
 
 def estimator_path(out_dir: Path, step: int) -> Path:
-    return Path(out_dir) / CHECKPOINT_DIR / f"step_{step:06d}.estimator.safetensors"
+    return Path(out_dir) / ckpt.CHECKPOINT_DIR / f"step_{step:06d}.estimator.safetensors"
 
 
 def _build_run(config: MetaTrainConfig) -> _Run:
@@ -171,7 +170,7 @@ def _save(run: _Run, state: TrainState, out_dir: Path) -> None:
     }
     ckpt.save_checkpoint(checkpoint_path(out_dir, state.step), state.theta, state.outer_state,
                          metadata)
-    old = sorted((Path(out_dir) / CHECKPOINT_DIR).glob("step_*.estimator.safetensors"))
+    old = sorted((Path(out_dir) / ckpt.CHECKPOINT_DIR).glob("step_*.estimator.safetensors"))
     for path in old[:-KEEP_ESTIMATOR_STATES]:
         path.unlink(missing_ok=True)
 
@@ -182,9 +181,7 @@ def _config_dict(config: Any) -> dict[str, Any]:
 
 def _latest_checkpoint(out_dir: Path) -> Path | None:
     """The newest checkpoint whose estimator state is also present."""
-    folder = Path(out_dir) / CHECKPOINT_DIR
-    mains = sorted(p for p in folder.glob("step_*.safetensors")
-                   if not p.name.endswith(".estimator.safetensors"))
+    mains = ckpt.list_checkpoints(Path(out_dir) / ckpt.CHECKPOINT_DIR)
     complete = [p for p in mains if p.with_name(p.stem + ".estimator.safetensors").exists()]
     return complete[-1] if complete else None
 

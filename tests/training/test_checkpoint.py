@@ -137,6 +137,18 @@ def test_resolve_checkpoint_path_picks_the_latest_in_a_run_folder(tmp_path):
         ckpt.resolve_checkpoint_path(tmp_path / "empty_dir_missing")
 
 
+def test_list_checkpoints_sorts_by_step_number_and_skips_estimator_files(tmp_path):
+    # 1000000 sorts before 999999 by name; the listing must order by the step number.
+    for name in ("step_1000000.safetensors", "step_999999.safetensors",
+                 "step_000002.safetensors", "step_000002.estimator.safetensors",
+                 "step_final.safetensors", "other.safetensors"):
+        (tmp_path / name).write_bytes(b"")
+    listed = [p.name for p in ckpt.list_checkpoints(tmp_path)]
+    assert listed == ["step_000002.safetensors", "step_999999.safetensors",
+                      "step_1000000.safetensors"]
+    assert ckpt.list_checkpoints(tmp_path / "missing") == []
+
+
 def test_load_optimizer_trains_a_model_with_the_saved_theta(tmp_path):
     import star_core
     from star_core import optimizers, tasks
