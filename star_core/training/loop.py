@@ -200,9 +200,13 @@ def _restore(run: _Run, path: Path) -> TrainState:
         ckpt.fill_tree(tmpl, tensors, f"{ESTIMATOR_PREFIX}/{name}", source=str(est_path))
         for name, tmpl in zip(run.config.tasks, template.estimator_states, strict=True)
     )
-    as_jax = lambda tree: jax.tree.map(jax.numpy.asarray, tree)
     step, dropped = int(loaded.metadata["step"]), int(loaded.metadata.get("dropped_estimates", 0))
-    return TrainState(step, as_jax(theta), as_jax(outer_state), as_jax(states), dropped)
+    return TrainState(step, _as_jax(theta), _as_jax(outer_state), _as_jax(states), dropped)
+
+
+def _as_jax(tree: Any) -> Any:
+    """Every leaf of ``tree`` as a jax array."""
+    return jax.tree.map(jax.numpy.asarray, tree)
 
 
 def _check_run_folder(config: MetaTrainConfig, out_dir: Path) -> None:

@@ -96,7 +96,10 @@ def guarded_step(
     safe_grad = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, 0.0), grad)
     updates, new_state = tx.update(safe_grad, state, theta)
     new_theta = optax.apply_updates(theta, updates)
-    keep = lambda new, old: jnp.where(finite, new, old)
+
+    def keep(new, old):
+        return jnp.where(finite, new, old)
+
     return (
         jax.tree_util.tree_map(keep, new_theta, theta),
         jax.tree_util.tree_map(keep, new_state, state),
