@@ -19,8 +19,8 @@ from star_core.nqm.closed_form import (
 from star_core.nqm.dynamics import dynamics_matrix, inverse_sqrt_spd, spectral_radius
 from star_core.nqm.meta_train import (
     ESTIMATORS,
-    MetaTrainConfig,
-    MetaTrainResult,
+    NQMMetaTrainConfig,
+    NQMMetaTrainResult,
     meta_train,
 )
 from star_core.nqm.problem import NQMProblem, make_problem
@@ -33,8 +33,8 @@ from star_core.nqm.stability import (
 
 __all__ = [
     "ESTIMATORS",
-    "MetaTrainConfig",
-    "MetaTrainResult",
+    "NQMMetaTrainConfig",
+    "NQMMetaTrainResult",
     "NQMProblem",
     "cancellation_dynamics",
     "dynamics_matrix",

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.optimize
 
 from star_core.nqm.closed_form import expected_meta_loss, sample_meta_loss
-from star_core.nqm.meta_train import MetaTrainConfig, meta_train
+from star_core.nqm.meta_train import NQMMetaTrainConfig, meta_train
 from star_core.nqm.problem import NQMProblem
 from star_core.nqm.stability import theorem1_holds
 
@@ -103,7 +103,7 @@ def first_iteration_below(losses: np.ndarray, threshold: float) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
-def training_curves(problem: NQMProblem, P0, alphas, config: MetaTrainConfig, key) -> dict:
+def training_curves(problem: NQMProblem, P0, alphas, config: NQMMetaTrainConfig, key) -> dict:
     """Meta-train P from ``P0`` for each alpha; per-iteration meta-loss and spectral radius."""
     curves = {}
     for alpha_key, alpha in zip(jax.random.split(key, len(alphas)), alphas, strict=True):

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 
 from star_core.nqm import figure1, figure2, plots
-from star_core.nqm.meta_train import MetaTrainConfig
+from star_core.nqm.meta_train import NQMMetaTrainConfig
 from star_core.nqm.problem import make_problem, problem_summary
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def _figure2bc(settings, problem, P0, key, progress) -> dict:
     for estimator_key, estimator in zip(
         jax.random.split(key, len(settings.estimators)), settings.estimators, strict=True
     ):
-        config = MetaTrainConfig(
+        config = NQMMetaTrainConfig(
             horizon=settings.training_horizon, num_iterations=settings.training_iterations,
             learning_rate=settings.learning_rate, estimator=estimator,
         )

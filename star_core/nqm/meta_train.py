@@ -27,7 +27,7 @@ ESTIMATORS = ("closed_form", "sample")
 
 
 @dataclasses.dataclass(frozen=True)
-class MetaTrainConfig:
+class NQMMetaTrainConfig:
     """Static settings of one meta-training run."""
 
     horizon: int = 50  # T of the meta-loss (Figure 2c uses T = 50)
@@ -41,13 +41,14 @@ class MetaTrainConfig:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
         for name in ("horizon", "num_iterations", "num_samples"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
 
 
-class MetaTrainResult(NamedTuple):
+class NQMMetaTrainResult(NamedTuple):
     """Final P and per-iteration traces (values before that iteration's update)."""
 
     P: jax.Array
@@ -55,7 +56,7 @@ class MetaTrainResult(NamedTuple):
     spectral_radius: jax.Array  # max |lambda(A)| at each iteration
 
 
-def _gradient(config: MetaTrainConfig, alpha, P, problem, key):
+def _gradient(config: NQMMetaTrainConfig, alpha, P, problem, key):
     """Meta-gradient estimate of the configured kind, and the exact meta-loss of P."""
     H, phi0, sigma_xi, phi0_cov = problem
     exact = functools.partial(
@@ -80,7 +81,7 @@ def _gradient(config: MetaTrainConfig, alpha, P, problem, key):
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _run(config: MetaTrainConfig, alpha, P0, problem, key):
+def _run(config: NQMMetaTrainConfig, alpha, P0, problem, key):
     optimizer = optax.adam(config.learning_rate)
 
     def iteration(carry, iteration_key):
@@ -98,24 +99,24 @@ def _run(config: MetaTrainConfig, alpha, P0, problem, key):
 
     keys = jax.random.split(key, config.num_iterations)
     (P, _), (losses, radii) = jax.lax.scan(iteration, (P0, optimizer.init(P0)), keys)
-    return MetaTrainResult(P=P, meta_loss=losses, spectral_radius=radii)
+    return NQMMetaTrainResult(P=P, meta_loss=losses, spectral_radius=radii)
 
 
 def meta_train(
-    alpha, P0, H, phi0, sigma_xi, config: MetaTrainConfig, key=None, phi0_cov=None
-) -> MetaTrainResult:
+    alpha, P0, H, phi0, sigma_xi, config: NQMMetaTrainConfig, key=None, phi0_cov=None
+) -> NQMMetaTrainResult:
     """Meta-train P with Adam from ``P0`` at a fixed nominal step ``alpha``.
 
     Args:
       alpha: nominal step size.
       P0: initial ``N x N`` learned preconditioner (its dtype is used throughout).
       H, phi0, sigma_xi: the noisy quadratic (see :func:`expected_meta_loss`).
-      config: a :class:`MetaTrainConfig`.
+      config: a :class:`NQMMetaTrainConfig`.
       key: PRNG key, required when ``config.estimator == "sample"`` (split once per iteration).
       phi0_cov: optional covariance of a random start ``phi_0 ~ N(phi0, phi0_cov)``.
 
     Returns:
-      :class:`MetaTrainResult` with the final P and the per-iteration exact meta-loss and
+      :class:`NQMMetaTrainResult` with the final P and the per-iteration exact meta-loss and
       spectral radius ``max |lambda(A)|``.
     """
     if config.estimator == "sample" and key is None:

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from star_core.nqm import MetaTrainConfig, expected_meta_loss, make_problem, meta_train
+from star_core.nqm import NQMMetaTrainConfig, expected_meta_loss, make_problem, meta_train
 from star_core.nqm.figure2 import (
     _log10_trace_variance,
     gradient_variance,
@@ -44,7 +44,7 @@ def test_figure2a_variance_lower_inside_bounds_at_T100(setup):
 @pytest.mark.parametrize("estimator", ["closed_form", "sample"])
 def test_meta_train_reaches_lower_meta_loss(setup, estimator):
     problem, P0 = setup
-    config = MetaTrainConfig(horizon=20, num_iterations=300, learning_rate=1e-2,
+    config = NQMMetaTrainConfig(horizon=20, num_iterations=300, learning_rate=1e-2,
                              estimator=estimator)
     alpha = 0.2
     with jax.enable_x64(True):
@@ -66,7 +66,7 @@ def test_meta_train_reaches_lower_meta_loss(setup, estimator):
 
 def test_meta_train_drops_non_finite_gradients():
     # An exploding start overflows the float32 gradient: the step must leave P unchanged.
-    config = MetaTrainConfig(horizon=200, num_iterations=3)
+    config = NQMMetaTrainConfig(horizon=200, num_iterations=3)
     P0 = jnp.asarray([[-5.0]], dtype=jnp.float32)
     result = meta_train(0.0, P0, [[1.0]], [1.0], [[1.0]], config)
     assert not np.isfinite(float(result.meta_loss[0]))
@@ -75,9 +75,12 @@ def test_meta_train_drops_non_finite_gradients():
 
 def test_config_validation():
     with pytest.raises(ValueError, match="estimator"):
-        MetaTrainConfig(estimator="es")
+        NQMMetaTrainConfig(estimator="es")
     with pytest.raises(ValueError, match="horizon"):
-        MetaTrainConfig(horizon=0)
+        NQMMetaTrainConfig(horizon=0)
+    for field, value in (("horizon", 1.5), ("num_iterations", True), ("num_samples", "2")):
+        with pytest.raises(ValueError, match=f"{field} must be an integer >= 1"):
+            NQMMetaTrainConfig(**{field: value})
     with pytest.raises(ValueError, match="key"):
         meta_train(0.1, np.zeros((1, 1)), [[1.0]], [1.0], [[1.0]],
-                   MetaTrainConfig(estimator="sample", num_iterations=1))
+                   NQMMetaTrainConfig(estimator="sample", num_iterations=1))
