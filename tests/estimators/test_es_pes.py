@@ -7,7 +7,6 @@ pair each, made independent by separate keys); a check passes if the mean is wit
 
 from __future__ import annotations
 
-import estimator_toys as toys
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +14,7 @@ import pytest
 
 from star_core.estimators import ESState, PESState, es_grad, pes_grad
 from star_core.estimators.unroll import tile_signs
+from tests.estimators import estimator_toys as toys
 
 Z_TOLERANCE = 5.0  # standard errors allowed between a sample mean and its target
 NUM_SAMPLES = 4000  # independent single-pair replicas per statistical test

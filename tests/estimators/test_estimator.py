@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 
-import estimator_toys as toys
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,6 +18,7 @@ from star_core.estimators import (
     EstimatorConfig,
     make_estimator,
 )
+from tests.estimators import estimator_toys as toys
 
 Z_TOLERANCE = 5.0  # standard errors allowed between an estimate and its target
 NO_RESET_HORIZON = 10**6  # episodes so long that no pair ends one during a test (prob ~1e-5)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import estimator_toys as toys
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from star_core.estimators import unroll
 from star_core.estimators.unroll import tile_signs
+from tests.estimators import estimator_toys as toys
 
 HORIZON = 3
 NUM_STEPS = 8
