@@ -12,6 +12,7 @@ Stages (each writes JSON + PNG under ``--out``; a finished meta-training run is 
 interrupted one resumes, so the script can be re-run after a stop):
 
     python experiments/paper_claims.py --out results/claims sweep      # beta_3 of STAR
+    python experiments/paper_claims.py --out results/claims sweep-outer  # outer lr, sigma
     python experiments/paper_claims.py --out results/claims train [--only LABEL]
     python experiments/paper_claims.py --out results/claims plot       # claim 1
     python experiments/paper_claims.py --out results/claims long       # claim 2
@@ -69,6 +70,7 @@ GENERALIZE = {"digits_cnn": 1500, "text_lstm": 600, "text_transformer": 400}
 GENERALIZE_SEEDS = (0, 1)
 GENERALIZE_ADAM_GRID = tuple(float(x) for x in np.logspace(-4, -1, 4))
 MOVING_AVERAGE = 25  # outer steps in the meta-loss smoothing window
+META_LOSS_LEVELS = (0.5, 0.2, 0.15)  # claim 1: outer steps until the meta-loss is below these
 CURVE_POINTS = 300  # evaluation curves are smoothed with a window of steps / CURVE_POINTS
 
 
@@ -114,6 +116,44 @@ def stage_sweep(out: Path) -> None:
     print(f"beta3 sweep: stable {stable}, chosen {chosen} -> {out / 'sweep_beta3.json'}")
 
 
+# Outer-loop sweeps on META_TASK (short runs): STAR's outer learning rate, Blackbox's sigma / lr.
+SWEEP_STAR_LRS = (1e-3, 3e-3, 1e-2)
+SWEEP_STAR_STEPS = 150
+SWEEP_BLACKBOX = ((0.05, 3e-3), (0.01, 1e-3), (0.1, 3e-3))  # (sigma, outer learning rate)
+SWEEP_BLACKBOX_STEPS = 250
+SWEEP_TAIL = 30  # outer steps averaged at the end of a sweep run
+
+
+def _sweep_configs() -> dict[str, MetaTrainConfig]:
+    def config(optimizer, optimizer_config, sigma, lr, wd, steps):
+        estimator = EstimatorConfig(kind="pes", sigma=sigma, truncation_length=TRUNCATION,
+                                    horizon=HORIZON, num_pairs=PAIRS)
+        return MetaTrainConfig(tasks=(META_TASK,), optimizer=optimizer,
+                               optimizer_config=optimizer_config, estimator=estimator,
+                               outer_learning_rate=lr, outer_weight_decay=wd,
+                               outer_steps=steps, seed=0, checkpoint_interval=steps)
+
+    out = {f"star_lr{lr:g}": config("star", {"beta3": BETA3}, SIGMA, lr, WEIGHT_DECAYS[0],
+                                    SWEEP_STAR_STEPS) for lr in SWEEP_STAR_LRS}
+    for sigma, lr in SWEEP_BLACKBOX:
+        out[f"blackbox_s{sigma:g}_lr{lr:g}"] = config("blackbox", {}, sigma, lr, 0.0,
+                                                      SWEEP_BLACKBOX_STEPS)
+    return out
+
+
+def stage_sweep_outer(out: Path) -> None:
+    """Short meta-training runs that chose the outer learning rate and sigma."""
+    summary = {}
+    for label, config in _sweep_configs().items():
+        folder = out / "sweeps" / label
+        meta_train(config, folder)
+        loss = np.array([r["meta_loss"] for r in _read_metrics(folder)])
+        summary[label] = {"outer_steps": len(loss), "first_20_mean": float(loss[:20].mean()),
+                          f"last_{SWEEP_TAIL}_mean": float(loss[-SWEEP_TAIL:].mean())}
+    _write_json(out / "sweep_outer.json", summary)
+    print(json.dumps(summary, indent=2))
+
+
 def stage_train(out: Path, only: str | None) -> None:
     for label, config in runs().items():
         if only and label != only:
@@ -129,14 +169,24 @@ def stage_train(out: Path, only: str | None) -> None:
         print(f"{label}: {time.perf_counter() - start:.0f} s")
 
 
-def _history(out: Path, label: str) -> list[dict]:
-    path = out / "runs" / label / "metrics.jsonl"
+def _read_metrics(folder: Path) -> list[dict]:
+    path = folder / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _history(out: Path, label: str) -> list[dict]:
+    return _read_metrics(out / "runs" / label)
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
     kernel = np.ones(window) / window
     return np.convolve(values, kernel, mode="valid")
+
+
+def _first_below(smooth: np.ndarray, level: float) -> int | None:
+    """First outer step at which the moving-average meta-loss is below ``level``."""
+    below = np.flatnonzero(smooth < level)
+    return int(below[0]) + MOVING_AVERAGE if below.size else None
 
 
 def stage_plot(out: Path) -> None:
@@ -149,14 +199,17 @@ def stage_plot(out: Path) -> None:
         seconds = float(sum(r["seconds"] for r in history))
         smooth = _smooth(loss, MOVING_AVERAGE)
         ax.plot(np.arange(len(smooth)) + MOVING_AVERAGE, smooth, label=label)
-        quarter = max(len(loss) // 4, 1)
         summary[label] = {
             "outer_steps": len(loss),
-            "first_quarter_mean": float(loss[:quarter].mean()),
-            "last_quarter_mean": float(loss[-quarter:].mean()),
+            "first_100_mean": float(loss[:100].mean()),
+            "steps_300_to_400_mean": float(loss[300:400].mean()),
+            "steps_700_to_800_mean": float(loss[700:800].mean()),
+            "last_100_mean": float(loss[-100:].mean()),
+            **{f"first_step_below_{x:g}": _first_below(smooth, x) for x in META_LOSS_LEVELS},
             "dropped_estimates": int(history[-1]["dropped_estimates"]),
             "seconds": seconds,
         }
+    ax.set_yscale("log")
     ax.set_xlabel("outer step")
     ax.set_ylabel(f"meta-loss (normalized, moving average of {MOVING_AVERAGE})")
     ax.set_title(f"Meta-training on {META_TASK}, PES, T={HORIZON}, K={TRUNCATION}, {PAIRS} pairs")
@@ -183,22 +236,34 @@ def _eval_all(task_name: str, steps: int, seeds, out: Path, adam_grid=ev.ADAM_LR
 
 
 def _plot_curves(results: dict, path: Path, title: str, horizon: int | None) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    """Training loss (left) and, where the task has a test split, held-out loss (right)."""
+    heldout = any(r.heldout is not None for r in results.values())
+    fig, axes = plt.subplots(1, 2 if heldout else 1, figsize=(13 if heldout else 7, 4.5),
+                             squeeze=False)
+    train_ax = axes[0, 0]
     for label, result in results.items():
         curves = np.where(np.isfinite(result.curves), result.curves, np.nan)
         median = np.nanmedian(curves, axis=0)
         window = max(1, len(median) // CURVE_POINTS)
         smooth = _smooth(median, window) if window > 1 else median
-        ax.plot(np.arange(1, len(smooth) + 1) + (window - 1) / 2, smooth, label=label)
-    if horizon:
-        ax.axvline(horizon, color="k", linestyle="--", linewidth=1, label="meta-train horizon T")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_ylim(top=10.0)
-    ax.set_xlabel("inner step")
-    ax.set_ylabel("training loss (median over seeds, moving average)")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+        line, = train_ax.plot(np.arange(1, len(smooth) + 1) + (window - 1) / 2, smooth,
+                              label=label)
+        if heldout and result.heldout is not None:
+            steps = np.maximum(np.asarray(result.heldout_steps), 1)
+            axes[0, 1].plot(steps, np.nanmedian(result.heldout, axis=0), "o-",
+                            color=line.get_color(), label=label)
+    train_ax.set_ylim(top=10.0)
+    train_ax.set_ylabel("training loss (median over seeds, moving average)")
+    if heldout:
+        axes[0, 1].set_ylabel("held-out loss (median over seeds)")
+    for ax in axes[0]:
+        if horizon:
+            ax.axvline(horizon, color="k", linestyle="--", linewidth=1, label="horizon T")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("inner step")
+    train_ax.legend(fontsize=8)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -246,18 +311,19 @@ def stage_generalize(out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("sweep", "train", "plot", "long", "generalize", "all"))
+    parser.add_argument("stage", choices=("sweep", "sweep-outer", "train", "plot", "long",
+                                          "generalize", "all"))
     parser.add_argument("--out", type=Path, default=Path("results/claims"))
     parser.add_argument("--only", help="train only the run with this label")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    stages = ("sweep", "train", "plot", "long", "generalize") if args.stage == "all" else (
-        args.stage,)
+    stages = ("sweep", "sweep-outer", "train", "plot", "long", "generalize") if (
+        args.stage == "all") else (args.stage,)
     for stage in stages:
         if stage == "train":
             stage_train(args.out, args.only)
         else:
-            globals()[f"stage_{stage}"](args.out)
+            globals()[f"stage_{stage.replace('-', '_')}"](args.out)
 
 
 if __name__ == "__main__":

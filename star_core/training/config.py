@@ -23,11 +23,14 @@ from typing import Any
 from star_core import optimizers, tasks
 from star_core.estimators import EstimatorConfig
 
-# Defaults of the outer loop (spec §3.2); the outer weight decay default is provisional until the
-# sweep of the paper-claims experiments (the reference grid is {0.1, 0.5, 1.0}).
-DEFAULT_OUTER_LEARNING_RATE = 1e-3
+# Defaults of the outer loop (spec §3.2), set by the measurements in docs/results.md
+# (experiments/paper_claims.py): on digits_mlp, 150 outer steps of STAR at outer learning rates
+# 1e-3 / 3e-3 / 1e-2 reached meta-losses 0.225 / 0.161 / 0.122; 3e-3 is the top of the spec's
+# range. Outer weight decay 1.0 kept the held-out loss of STAR (beta3 = 1e-5) bounded at 50x
+# the horizon where 0.1 let it blow up (0.71 vs 9.4).
+DEFAULT_OUTER_LEARNING_RATE = 3e-3
 DEFAULT_CLIP = 3.0
-DEFAULT_OUTER_WEIGHT_DECAY = 0.1
+DEFAULT_OUTER_WEIGHT_DECAY = 1.0
 DEFAULT_OUTER_STEPS = 1000
 DEFAULT_CHECKPOINT_INTERVAL = 100
 DEFAULT_OPTIMIZER = "star"
