@@ -309,15 +309,42 @@ def stage_generalize(out: Path) -> None:
                       for t, r in summary.items()}, indent=2))
 
 
+def _markdown(summary: dict, group_name: str) -> str:
+    """One markdown table: rows = optimizers, columns = groups (horizons or tasks)."""
+    groups = list(summary)
+    header = "| optimizer | " + " | ".join(
+        f"{g}: final train / mean train / final held-out / diverged" for g in groups) + " |"
+    lines = [header, "|---|" + "---|" * len(groups)]
+    for label in summary[groups[0]]:
+        cells = []
+        for g in groups:
+            row = summary[g][label]
+            held = row.get("final_heldout")
+            held = "-" if held is None else f"{held:.3g}"
+            cells.append(f"{row['final_loss']:.3g} / {row['mean_loss']:.3g} / {held} / "
+                         f"{row['diverged']}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return f"({group_name}; losses are means over seeds)\n\n" + "\n".join(lines)
+
+
+def stage_report(out: Path) -> None:
+    """Markdown tables of claims 2 and 3 (pasted into docs/results.md)."""
+    for name, group in (("claim2_long.json", "multiples of T"),
+                        ("claim3_generalize.json", "tasks")):
+        path = out / name
+        if path.exists():
+            print(_markdown(json.loads(path.read_text()), group), end="\n\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=("sweep", "sweep-outer", "train", "plot", "long",
-                                          "generalize", "all"))
+                                          "generalize", "report", "all"))
     parser.add_argument("--out", type=Path, default=Path("results/claims"))
     parser.add_argument("--only", help="train only the run with this label")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    stages = ("sweep", "sweep-outer", "train", "plot", "long", "generalize") if (
+    stages = ("sweep", "sweep-outer", "train", "plot", "long", "generalize", "report") if (
         args.stage == "all") else (args.stage,)
     for stage in stages:
         if stage == "train":
