@@ -71,6 +71,7 @@ GENERALIZE_SEEDS = (0, 1)
 GENERALIZE_ADAM_GRID = tuple(float(x) for x in np.logspace(-4, -1, 4))
 MOVING_AVERAGE = 25  # outer steps in the meta-loss smoothing window
 META_LOSS_LEVELS = (0.5, 0.2, 0.15)  # claim 1: outer steps until the meta-loss is below these
+LOSS_FLOOR = 1e-10  # plotted training losses are clipped here (exact zeros break a log axis)
 CURVE_POINTS = 300  # evaluation curves are smoothed with a window of steps / CURVE_POINTS
 
 
@@ -246,13 +247,12 @@ def _plot_curves(results: dict, path: Path, title: str, horizon: int | None) -> 
         median = np.nanmedian(curves, axis=0)
         window = max(1, len(median) // CURVE_POINTS)
         smooth = _smooth(median, window) if window > 1 else median
-        line, = train_ax.plot(np.arange(1, len(smooth) + 1) + (window - 1) / 2, smooth,
-                              label=label)
+        line, = train_ax.plot(np.arange(1, len(smooth) + 1) + (window - 1) / 2,
+                              np.maximum(smooth, LOSS_FLOOR), label=label)
         if heldout and result.heldout is not None:
             steps = np.maximum(np.asarray(result.heldout_steps), 1)
             axes[0, 1].plot(steps, np.nanmedian(result.heldout, axis=0), "o-",
                             color=line.get_color(), label=label)
-    train_ax.set_ylim(top=10.0)
     train_ax.set_ylabel("training loss (median over seeds, moving average)")
     if heldout:
         axes[0, 1].set_ylabel("held-out loss (median over seeds)")
@@ -262,6 +262,7 @@ def _plot_curves(results: dict, path: Path, title: str, horizon: int | None) -> 
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("inner step")
+    train_ax.set_ylim(LOSS_FLOOR, 10.0)
     train_ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
