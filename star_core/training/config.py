@@ -150,10 +150,7 @@ class MetaTrainConfig:
         """Build from a (JSON) dict; unknown keys raise a ValueError naming them."""
         if not isinstance(data, dict):
             raise ValueError(f"a meta-training config must be a JSON object, got {type(data)}")
-        allowed = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(allowed))
-        if unknown:
-            raise ValueError(f"unknown config field(s) {unknown}; allowed: {', '.join(allowed)}")
+        _reject_unknown_fields("", data, cls, "config field")
         values = dict(data)
         if "estimator" in values and not isinstance(values["estimator"], EstimatorConfig):
             values["estimator"] = _estimator_from_dict(values["estimator"])
@@ -184,8 +181,13 @@ def _has_meta_params(cls: type) -> bool:
 def _estimator_from_dict(data: Any) -> EstimatorConfig:
     if not isinstance(data, dict):
         raise ValueError(f"estimator must be an object of EstimatorConfig fields, got {data!r}")
-    allowed = [f.name for f in dataclasses.fields(EstimatorConfig)]
+    _reject_unknown_fields("estimator: ", data, EstimatorConfig, "field")
+    return EstimatorConfig(**_frozen(data))
+
+
+def _reject_unknown_fields(prefix: str, data: dict[str, Any], cls: type, noun: str) -> None:
+    """ValueError naming the keys of ``data`` that are not fields of the dataclass ``cls``."""
+    allowed = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise ValueError(f"estimator: unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
-    return EstimatorConfig(**_frozen(data))
+        raise ValueError(f"{prefix}unknown {noun}(s) {unknown}; allowed: {', '.join(allowed)}")
