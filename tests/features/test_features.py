@@ -137,3 +137,12 @@ def test_accumulators_follow_the_ema_over_two_steps():
     row = B_F[0] * (1 - B_F[0]) * np.mean(g1**2, 1) + (1 - B_F[0]) * np.mean(g2**2, 1)
     np.testing.assert_allclose(acc.row[0, :, 0], row, rtol=1e-4)
     assert jax.tree.map(jnp.shape, acc.col) == (3, 1, 2)
+
+
+def test_time_scales_are_the_spec_values_and_the_last_channel_uses_1e5():
+    assert TIME_SCALES == (1, 3, 10, 30, 100, 300, 1000, 3000, 10000, 30000, 100000)
+    g = np.array([1.0, -2.0], np.float32)
+    p = np.array([0.5, 0.25], np.float32)
+    for t in (1, 50_000, 150_000):
+        got = features_after_one_update(g, p, t)
+        np.testing.assert_allclose(got[:, 38], math.tanh(t / 100_000 - 1), rtol=1e-6, atol=1e-7)
