@@ -55,7 +55,7 @@ BLACKBOX_OUTER_STEPS = 2400
 OUTER_LR = 3e-3
 # STAR's blackbox scale beta_3: chosen by the `sweep` stage (largest grid value whose
 # untrained optimizer does not diverge on META_TASK within T steps for any probe).
-BETA3_GRID = (1e-4, 1e-5, 1e-6, 1e-7)
+BETA3_GRID = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)
 BETA3 = 1e-6  # = the StarConfig default, set from this sweep
 # A 10x larger blackbox term: untrained it is unstable for some draws, so the outer weight decay
 # has something to control (the regime the paper's weight-decay argument is about).
