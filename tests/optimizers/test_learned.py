@@ -75,6 +75,40 @@ def test_star_follows_eqs_21_22_on_the_reference_features(star_theta):
     np.testing.assert_allclose(got, -(f_b + f_g), rtol=1e-5, atol=1e-9)
 
 
+GRAD2 = jnp.array([[-0.25, 1.5, 0.75], [2.0, -0.5, 1.0]])  # the second step's gradient
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def two_updates(opt, theta):
+    """Updates u1 (on GRAD at PARAM) and u2 (on GRAD2 at PARAM + u1) from a fresh state."""
+    tx = opt.transform(theta)
+    u1, state = tx.update(GRAD, tx.init(PARAM), PARAM)
+    params1 = PARAM + u1
+    u2, _ = tx.update(GRAD2, state, params1)
+    return u1, u2, params1
+
+
+def test_star_second_update_follows_eqs_21_22_by_hand(star_theta):
+    opt = optimizers.get("star", beta3=1e-3)
+    _, u2, params1 = two_updates(opt, star_theta)
+    decays = decays_from_offsets(init_decay_offsets())
+    # Accumulator recursion from zero, written out: m_i = b_i m_i + (1 - b_i) g, same for v (g^2).
+    momenta = [jnp.zeros_like(GRAD) for _ in range(3)]
+    v = jnp.zeros_like(GRAD)
+    for g in (GRAD, GRAD2):
+        momenta = [b * m + (1 - b) * g for b, m in zip(decays.momentum, momenta, strict=True)]
+        v = decays.rms[0] * v + (1 - decays.rms[0]) * g**2
+    # MLP outputs on the 39 reference features after two updates, time features at t = 1.
+    acc = init_accumulators(PARAM)
+    for g in (GRAD, GRAD2):
+        acc = update_accumulators(acc, g, decays)
+    out = mlp_apply(star_theta["mlp"], build_features(GRAD2, params1, acc, jnp.asarray(1)))
+    g_nom = (momenta[0] + momenta[1] + momenta[2]) / 3 / jnp.sqrt(v + 1e-6)
+    f_g = ALPHA0 * jnp.exp(1e-3 * out[..., 2]) * g_nom  # eq. 21, beta1 = alpha0 (log scale 0)
+    f_b = 1e-3 * out[..., 0] / jnp.sqrt(v + 1e-6) * jnp.exp(1e-3 * out[..., 1])  # eq. 22
+    np.testing.assert_allclose(u2, -(f_b + f_g), rtol=1e-5, atol=1e-9)
+
+
 def test_star_with_zero_blackbox_weights_equals_its_nominal_term(star_theta):
     theta = zero_heads(star_theta, [0, 1])
     star = first_update(optimizers.get("star"), theta)
