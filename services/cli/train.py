@@ -67,7 +67,9 @@ def _register_train(subparsers) -> None:
     parser.add_argument("--pairs", type=int, help="antithetic perturbation pairs")
     parser.add_argument("--sigma", type=float, help="perturbation standard deviation")
     parser.add_argument("--outer-lr", type=float, help="outer Adam learning rate")
-    parser.add_argument("--weight-decay", type=float, help="outer weight decay lambda")
+    parser.add_argument("--weight-decay", type=float,
+                        help="outer weight decay lambda: lambda * theta is added to the MLP's"
+                             " meta-gradient (optax.add_decayed_weights)")
     parser.add_argument("--decay-all", action="store_true", default=None,
                         help="decay every meta-parameter, not only the MLP")
     parser.add_argument("--seed", type=int, help="seed of the run")

@@ -3,15 +3,20 @@
 Meta-training minimizes the regularized meta-objective (spec §2.5 and §3.2; Harrison, Metz,
 Sohl-Dickstein 2022, Section 5, "magnitude control via weight decay")::
 
-    J(theta) = L(theta; T) + lambda * ||theta_mlp||^2
+    J(theta) = L(theta; T) + lambda / 2 * ||theta_mlp||^2
 
 where ``theta_mlp = theta["mlp"]`` holds the weights and biases of the blackbox network. The 7
 decay offsets and the nominal scale ``beta_1`` are not decayed (the paper's text). With
 ``decay_all=True`` every meta-parameter is decayed, as the reference implementation's wrapper does.
 
+``lambda`` follows the reference implementation's and optax's convention
+(``optax.add_decayed_weights(lambda)``): the gradient gains ``lambda * theta``. Before this
+convention was adopted the penalty was ``lambda * ||theta_mlp||^2`` (gradient ``2 lambda theta``):
+an old ``lambda`` equals a new ``2 * lambda``, with identical trajectories.
+
 One outer step, given an estimate ``g_hat`` of ``dL/dtheta`` (from ES or PES)::
 
-    g     = g_hat + 2 * lambda * mask * theta          (gradient of the regularizer; mask = mlp)
+    g     = g_hat + lambda * mask * theta              (gradient of the regularizer; mask = mlp)
     g     = clip(g, -c, c)                             (per element, c = 3 by default)
     theta = theta + adam_lr(g)                         (Adam, learning rate about 1e-3)
 
@@ -59,8 +64,8 @@ def outer_optimizer(
     Args:
       learning_rate: Adam's step size (the spec's default is about 1e-3).
       clip: each meta-gradient element is clipped to ``[-clip, clip]``.
-      weight_decay: ``lambda`` of the penalty ``lambda * ||theta_mlp||^2`` (its gradient,
-        ``2 * lambda * theta_mlp``, is added to the estimate).
+      weight_decay: ``lambda`` of the penalty ``lambda / 2 * ||theta_mlp||^2`` (its gradient,
+        ``lambda * theta_mlp``, is added to the estimate, as ``optax.add_decayed_weights``).
       decay_all: decay every meta-parameter instead of ``theta["mlp"]`` only.
 
     Returns:
@@ -68,7 +73,7 @@ def outer_optimizer(
     """
     return optax.chain(
         optax.add_decayed_weights(
-            2.0 * weight_decay, mask=lambda theta: weight_decay_mask(theta, decay_all)
+            weight_decay, mask=lambda theta: weight_decay_mask(theta, decay_all)
         ),
         optax.clip(clip),
         optax.adam(learning_rate),

@@ -22,14 +22,14 @@ def _theta(seed=0):
 
 
 def _reference_adam(theta, grads, lr, clip, lam, decay_all):
-    """Numpy Adam (with bias correction) on clip(g + 2 lam mask theta), step by step."""
+    """Numpy Adam (with bias correction) on clip(g + lam mask theta), step by step."""
     theta = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), theta)
     mask = weight_decay_mask(theta, decay_all)
     m = jax.tree_util.tree_map(np.zeros_like, theta)
     v = jax.tree_util.tree_map(np.zeros_like, theta)
     for t, grad in enumerate(grads, start=1):
         g = jax.tree_util.tree_map(
-            lambda gi, th, mk: np.clip(np.asarray(gi, np.float64) + 2 * lam * mk * th, -clip, clip),
+            lambda gi, th, mk: np.clip(np.asarray(gi, np.float64) + lam * mk * th, -clip, clip),
             grad, theta, mask)
         m = jax.tree_util.tree_map(lambda mi, gi: ADAM_B1 * mi + (1 - ADAM_B1) * gi, m, g)
         v = jax.tree_util.tree_map(lambda vi, gi: ADAM_B2 * vi + (1 - ADAM_B2) * gi**2, v, g)
@@ -66,7 +66,7 @@ def test_weight_decay_touches_only_the_mlp_unless_decay_all(decay_all):
         leaves = jax.tree_util.tree_leaves(updates[group])
         moved = [np.asarray(u) for u in leaves]
         if group == "mlp" or decay_all:
-            # First Adam step on g = 2*lam*theta (no clipping: |g| < 3 here) moves each element
+            # First Adam step on g = lam*theta (no clipping: |g| < 3 here) moves each element
             # by lr * sign(theta) toward zero.
             th = [np.asarray(x) for x in jax.tree_util.tree_leaves(theta[group])]
             for u, x in zip(moved, th, strict=True):
@@ -74,6 +74,24 @@ def test_weight_decay_touches_only_the_mlp_unless_decay_all(decay_all):
         else:
             for u in moved:
                 assert np.all(u == 0.0)
+
+
+def test_decay_adds_lambda_theta_to_the_mlp_gradient_as_optax_does():
+    # optax.add_decayed_weights convention (the reference's): g = g_hat + lambda * theta on the
+    # MLP only; before it, the gradient was g_hat + 2 * lambda * theta. By hand with lambda = 0.5:
+    # mlp: [0.3, 0.1] + 0.5 * [1.0, -2.0] = [0.8, -0.9]; decays: [0.2] (not decayed).
+    theta = {"mlp": {"w0": jnp.asarray([1.0, -2.0])}, "decays": {"momentum": jnp.asarray([4.0])}}
+    grad = {"mlp": {"w0": jnp.asarray([0.3, 0.1])}, "decays": {"momentum": jnp.asarray([0.2])}}
+    tx = outer_optimizer(learning_rate=1e-3, clip=3.0, weight_decay=0.5)
+    _, state = tx.update(grad, tx.init(theta), theta)
+    adam_state = state[2][0]
+    # First Adam step: mu = (1 - b1) * g, nu = (1 - b2) * g^2.
+    np.testing.assert_allclose(adam_state.mu["mlp"]["w0"], [0.08, -0.09], rtol=1e-6)
+    np.testing.assert_allclose(adam_state.nu["mlp"]["w0"], [0.00064, 0.00081], rtol=1e-5)
+    np.testing.assert_allclose(adam_state.mu["decays"]["momentum"], [0.02], rtol=1e-6)
+    # The same decayed gradient as optax's own transformation on the MLP.
+    decayed, _ = optax.add_decayed_weights(0.5).update(grad["mlp"], None, theta["mlp"])
+    np.testing.assert_allclose(decayed["w0"], [0.8, -0.9], rtol=1e-6)
 
 
 def test_clipping_is_per_element_to_plus_minus_clip():
