@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from star_core.errors import ConfigError
 from star_core.estimators.es import ESState, es_grad
 from star_core.estimators.inner import make_inner_problem
 from star_core.estimators.pes import PESState, pes_grad
@@ -72,7 +73,9 @@ class EstimatorConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"EstimatorConfig.kind must be one of {KINDS}, got {self.kind!r}")
+            raise ConfigError(
+                "kind", f"EstimatorConfig.kind must be one of {KINDS}, got {self.kind!r}"
+            )
         sigma = self.sigma
         if not (
             isinstance(sigma, int | float)
@@ -80,15 +83,18 @@ class EstimatorConfig:
             and math.isfinite(sigma)
             and sigma > 0
         ):
-            raise ValueError(
-                f"EstimatorConfig.sigma must be a finite positive number, got {sigma!r}"
+            raise ConfigError(
+                "sigma", f"EstimatorConfig.sigma must be a finite positive number, got {sigma!r}"
             )
         for name in ("truncation_length", "horizon", "num_pairs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"EstimatorConfig.{name} must be an integer >= 1, got {value!r}")
+                raise ConfigError(
+                    name, f"EstimatorConfig.{name} must be an integer >= 1, got {value!r}"
+                )
         if self.truncation_length > self.horizon:
-            raise ValueError(
+            raise ConfigError(
+                "truncation_length",
                 "EstimatorConfig.truncation_length must be <= horizon "
                 f"(got {self.truncation_length} > {self.horizon})"
             )

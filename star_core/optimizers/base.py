@@ -18,32 +18,36 @@ from typing import Any, ClassVar
 import jax
 import optax
 
+from star_core.errors import ConfigError
+
 # Key used only to read the shapes of init_meta_params (jax.eval_shape, nothing is sampled).
 _SHAPE_KEY_SEED = 0
 
 
 def check_nonnegative(field: str, value: float) -> None:
-    """ValueError naming ``field`` unless ``value`` is a finite number >= 0."""
+    """ConfigError (a ValueError) naming ``field`` unless ``value`` is a finite number >= 0."""
     if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
-        raise ValueError(f"{field} must be a finite number >= 0, got {value!r}")
+        raise ConfigError(field, f"{field} must be a finite number >= 0, got {value!r}")
 
 
 def check_positive(field: str, value: float) -> None:
-    """ValueError naming ``field`` unless ``value`` is a finite number > 0."""
+    """ConfigError (a ValueError) naming ``field`` unless ``value`` is a finite number > 0."""
     if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-        raise ValueError(f"{field} must be a finite number > 0, got {value!r}")
+        raise ConfigError(field, f"{field} must be a finite number > 0, got {value!r}")
 
 
 def check_choice(field: str, value: Any, allowed: tuple[Any, ...]) -> None:
-    """ValueError naming ``field`` and the allowed values unless ``value`` is one of them."""
+    """ConfigError naming ``field`` and the allowed values unless ``value`` is one of them."""
     if value not in allowed:
-        raise ValueError(f"{field} must be one of {', '.join(map(repr, allowed))}; got {value!r}")
+        raise ConfigError(
+            field, f"{field} must be one of {', '.join(map(repr, allowed))}; got {value!r}"
+        )
 
 
 def check_decay(field: str, value: float) -> None:
-    """ValueError naming ``field`` unless ``0 <= value < 1``."""
+    """ConfigError (a ValueError) naming ``field`` unless ``0 <= value < 1``."""
     if not (isinstance(value, int | float) and 0 <= value < 1):
-        raise ValueError(f"{field} must be a number in [0, 1), got {value!r}")
+        raise ConfigError(field, f"{field} must be a number in [0, 1), got {value!r}")
 
 
 class LearnedOptimizer(abc.ABC):
@@ -60,7 +64,8 @@ class LearnedOptimizer(abc.ABC):
         allowed = tuple(field.name for field in dataclasses.fields(self.config_class))
         unknown = sorted(set(config) - set(allowed))
         if unknown:
-            raise ValueError(
+            raise ConfigError(
+                unknown[0],
                 f"unknown config field(s) {', '.join(unknown)} for optimizer {self.name!r}; "
                 f"allowed: {', '.join(allowed)}"
             )

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from star_core import optimizers, tasks
+from star_core.errors import ConfigError
 from star_core.estimators import EstimatorConfig
 
 # Defaults of the outer loop (spec §3.2), set by the measurements in docs/results.md
@@ -62,12 +63,12 @@ def _check_number(field: str, value: Any, low: float, low_inclusive: bool) -> No
     ok = ok and (value >= low if low_inclusive else value > low)
     if not ok:
         bound = ">=" if low_inclusive else ">"
-        raise ValueError(f"{field} must be a finite number {bound} {low}, got {value!r}")
+        raise ConfigError(field, f"{field} must be a finite number {bound} {low}, got {value!r}")
 
 
 def _check_int(field: str, value: Any, low: int) -> None:
     if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
-        raise ValueError(f"{field} must be an integer >= {low}, got {value!r}")
+        raise ConfigError(field, f"{field} must be an integer >= {low}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,19 +90,23 @@ class MetaTrainConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.tasks, str) or not isinstance(self.tasks, list | tuple):
-            raise ValueError(f"tasks must be a list of task names, got {self.tasks!r}")
+            raise ConfigError("tasks", f"tasks must be a list of task names, got {self.tasks!r}")
         object.__setattr__(self, "tasks", tuple(self.tasks))
         object.__setattr__(self, "task_args", _frozen(dict(self.task_args)))
         object.__setattr__(self, "optimizer_config", _frozen(dict(self.optimizer_config)))
         self._validate_tasks()
         self._validate_optimizer()
         if not isinstance(self.estimator, EstimatorConfig):
-            raise ValueError(f"estimator must be an EstimatorConfig, got {self.estimator!r}")
+            raise ConfigError(
+                "estimator", f"estimator must be an EstimatorConfig, got {self.estimator!r}"
+            )
         _check_number("outer_learning_rate", self.outer_learning_rate, 0.0, low_inclusive=False)
         _check_number("clip", self.clip, 0.0, low_inclusive=False)
         _check_number("outer_weight_decay", self.outer_weight_decay, 0.0, low_inclusive=True)
         if self.decay_all not in (True, False):
-            raise ValueError(f"decay_all must be one of True, False; got {self.decay_all!r}")
+            raise ConfigError(
+                "decay_all", f"decay_all must be one of True, False; got {self.decay_all!r}"
+            )
         _check_int("outer_steps", self.outer_steps, 1)
         _check_int("seed", self.seed, 0)
         _check_int("checkpoint_interval", self.checkpoint_interval, 1)
@@ -109,29 +114,45 @@ class MetaTrainConfig:
     def _validate_tasks(self) -> None:
         allowed = ", ".join(sorted(tasks.TASKS))
         if not self.tasks:
-            raise ValueError(f"tasks must name at least one task; allowed: {allowed}")
-        for name in self.tasks:
-            if name not in tasks.TASKS:
-                raise ValueError(f"tasks: unknown task {name!r}; allowed: {allowed}")
+            raise ConfigError("tasks", f"tasks must name at least one task; allowed: {allowed}")
+        for index, name in enumerate(self.tasks):
+            if not isinstance(name, str) or name not in tasks.TASKS:
+                raise ConfigError(
+                    f"tasks[{index}]", f"tasks: unknown task {name!r}; allowed: {allowed}"
+                )
         if len(set(self.tasks)) != len(self.tasks):
-            raise ValueError(f"tasks must not repeat a name, got {list(self.tasks)}")
+            raise ConfigError("tasks", f"tasks must not repeat a name, got {list(self.tasks)}")
         for name, args in self.task_args.items():
             if name not in self.tasks:
-                raise ValueError(f"task_args: {name!r} is not one of tasks {list(self.tasks)}")
+                raise ConfigError(
+                    f"task_args.{name}",
+                    f"task_args: {name!r} is not one of tasks {list(self.tasks)}",
+                )
             if not isinstance(args, dict):
-                raise ValueError(f"task_args[{name!r}] must be a dict of keyword arguments")
+                raise ConfigError(
+                    f"task_args.{name}", f"task_args[{name!r}] must be a dict of keyword arguments"
+                )
+            try:
+                self.make_task(name)
+            except ConfigError as err:
+                raise err.within(f"task_args.{name}") from err
+            except (TypeError, ValueError) as err:
+                raise ConfigError(f"task_args.{name}", f"task_args[{name!r}]: {err}") from err
 
     def _validate_optimizer(self) -> None:
         meta_trainable = [n for n, cls in optimizers.OPTIMIZERS.items() if _has_meta_params(cls)]
         if self.optimizer not in meta_trainable:
-            raise ValueError(
+            raise ConfigError(
+                "optimizer",
                 f"optimizer must be one of {', '.join(meta_trainable)} (a learned optimizer),"
-                f" got {self.optimizer!r}"
+                f" got {self.optimizer!r}",
             )
         try:
             self.make_optimizer()
+        except ConfigError as err:
+            raise ConfigError(f"optimizer_config.{err.field}", f"optimizer_config: {err}") from err
         except (TypeError, ValueError) as err:
-            raise ValueError(f"optimizer_config: {err}") from err
+            raise ConfigError("optimizer_config", f"optimizer_config: {err}") from err
 
     def make_optimizer(self) -> optimizers.LearnedOptimizer:
         """The learned optimizer this run meta-trains."""
@@ -151,11 +172,16 @@ class MetaTrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> MetaTrainConfig:
         """Build from a (JSON) dict; unknown keys raise a ValueError naming them."""
         if not isinstance(data, dict):
-            raise ValueError(f"a meta-training config must be a JSON object, got {type(data)}")
+            raise ConfigError(
+                "", f"a meta-training config must be a JSON object, got {type(data)}"
+            )
         _reject_unknown_fields("", data, cls, "config field")
         values = dict(data)
         if "estimator" in values and not isinstance(values["estimator"], EstimatorConfig):
-            values["estimator"] = _estimator_from_dict(values["estimator"])
+            try:
+                values["estimator"] = _estimator_from_dict(values["estimator"])
+            except ConfigError as err:
+                raise err.within("estimator") from err
         return cls(**values)
 
     @classmethod
@@ -167,7 +193,7 @@ class MetaTrainConfig:
         try:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path}: not valid JSON ({err})") from err
+            raise ConfigError("", f"{path}: not valid JSON ({err})") from err
         return cls.from_dict(data)
 
 
@@ -182,14 +208,18 @@ def _has_meta_params(cls: type) -> bool:
 
 def _estimator_from_dict(data: Any) -> EstimatorConfig:
     if not isinstance(data, dict):
-        raise ValueError(f"estimator must be an object of EstimatorConfig fields, got {data!r}")
+        raise ConfigError(
+            "", f"estimator must be an object of EstimatorConfig fields, got {data!r}"
+        )
     _reject_unknown_fields("estimator: ", data, EstimatorConfig, "field")
     return EstimatorConfig(**_frozen(data))
 
 
 def _reject_unknown_fields(prefix: str, data: dict[str, Any], cls: type, noun: str) -> None:
-    """ValueError naming the keys of ``data`` that are not fields of the dataclass ``cls``."""
+    """ConfigError naming the keys of ``data`` that are not fields of the dataclass ``cls``."""
     allowed = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise ValueError(f"{prefix}unknown {noun}(s) {unknown}; allowed: {', '.join(allowed)}")
+        raise ConfigError(
+            unknown[0], f"{prefix}unknown {noun}(s) {unknown}; allowed: {', '.join(allowed)}"
+        )
