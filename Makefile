@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 OUT ?= results
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: install demo test lint
+.PHONY: install demo test lint proto
 
 $(BIN)/star: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ install: $(BIN)/star
 
 demo: install
 	$(BIN)/star nqm figures --out $(OUT)/nqm
+
+# Regenerate services/generated/ from proto/ (never edit the generated files by hand).
+proto: install
+	$(BIN)/python scripts/gen_proto.py
 
 lint: install
 	$(BIN)/ruff check .
