@@ -13,7 +13,9 @@ For every parameter tensor with gradient ``g`` the optimizer keeps, without bias
   ``rsqrt(v_diag + 1e-9)``.
 
 The seven decays are meta-learned as offsets ``theta_decay`` (initialized to 0):
-``b = 1 - (1 - b0) * exp(10 * theta_decay)``.
+``b = clip(1 - (1 - b0) * exp(10 * theta_decay), 0, 1)``. The clip keeps every EMA a convex
+combination: without it an offset above ``ln(1 / (1 - b0)) / 10`` (~0.23 for ``b0 = 0.9``) makes
+the decay negative, a second-moment statistic can then turn negative and its ``rsqrt`` NaN.
 
 Arrays carry the decay index on a leading axis: ``momentum`` has shape ``(3,) + param.shape``;
 ``row``/``col`` keep the reduced axes with size 1 (``keepdims``), so they broadcast against the
@@ -32,14 +34,14 @@ import numpy as np
 MOMENTUM_DECAYS = (0.9, 0.99, 0.999)  # base decays of the three momenta
 RMS_DECAYS = (0.999,)  # base decay of the second-moment EMA
 ADAFACTOR_DECAYS = (0.9, 0.99, 0.999)  # base decays of the factored second moments
-DECAY_OFFSET_SCALE = 10.0  # b = 1 - (1 - b0) * exp(DECAY_OFFSET_SCALE * offset)
+DECAY_OFFSET_SCALE = 10.0  # b = clip(1 - (1 - b0) * exp(DECAY_OFFSET_SCALE * offset), 0, 1)
 ADAFACTOR_EPS = 1e-30  # added to g^2 before the factored means (Adafactor's eps1)
 ADAFACTOR_FLOOR = 1e-9  # guard of the Adafactor rsqrt arguments and of the row-mean division
 ACCUMULATOR_DTYPE = jnp.float32  # accumulators are kept in float32 whatever the param dtype
 
 
 class Decays(NamedTuple):
-    """Decay rates in (0, 1): momentum (3,), rms (1,), adafactor (3,)."""
+    """Decay rates in [0, 1]: momentum (3,), rms (1,), adafactor (3,)."""
 
     momentum: jax.Array
     rms: jax.Array
@@ -69,10 +71,11 @@ def init_decay_offsets() -> dict[str, jax.Array]:
 
 
 def decays_from_offsets(offsets: dict[str, jax.Array]) -> Decays:
-    """Map ``theta["decays"]`` offsets to decay rates ``1 - (1 - b0) exp(10 offset)``."""
+    """Offsets ``theta["decays"]`` to decay rates ``clip(1 - (1 - b0) exp(10 offset), 0, 1)``."""
 
     def to_decay(base: tuple[float, ...], offset: jax.Array) -> jax.Array:
-        return 1.0 - (1.0 - jnp.asarray(base, jnp.float32)) * jnp.exp(DECAY_OFFSET_SCALE * offset)
+        one_minus = (1.0 - jnp.asarray(base, jnp.float32)) * jnp.exp(DECAY_OFFSET_SCALE * offset)
+        return jnp.clip(1.0 - one_minus, 0.0, 1.0)
 
     return Decays(
         momentum=to_decay(MOMENTUM_DECAYS, offsets["momentum"]),

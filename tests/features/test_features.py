@@ -123,6 +123,63 @@ def test_decay_offsets_map_to_rates():
     np.testing.assert_allclose(decays.adafactor, B_F, rtol=1e-6)
 
 
+def test_decays_are_clipped_to_the_unit_interval():
+    offsets = {name: jnp.full_like(x, 0.25) for name, x in init_decay_offsets().items()}
+    decays = decays_from_offsets(offsets)
+    # 1 - 0.1 e^2.5 = -0.218 is clipped to 0; 1 - 0.01 e^2.5 = 0.878 is kept.
+    np.testing.assert_allclose(decays.momentum, [0.0, 1 - 0.01 * math.exp(2.5), 0.9878], atol=1e-4)
+    assert float(decays.adafactor[0]) == 0.0
+    low = decays_from_offsets({name: jnp.full_like(x, -1.0) for name, x in offsets.items()})
+    for rates in low:
+        assert bool(jnp.all((rates >= 0.0) & (rates <= 1.0)))
+
+
+def _features_after(grads, param, offsets, steps_done):
+    decays = decays_from_offsets(offsets)
+    acc = init_accumulators(param)
+    for g in grads:
+        acc = update_accumulators(acc, g, decays)
+    return acc, build_features(grads[-1], param, acc, jnp.asarray(steps_done))
+
+
+# Gradient scales of consecutive steps: a large gradient then a tiny one is what drives an
+# unclipped (negative) decay's statistics negative.
+GRADIENT_SCALES = (10.0, 0.01, 1.0, 0.0)
+NUM_OFFSET_DRAWS = 64
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (4, 3), (2, 3, 4), (2, 3, 2, 3)])
+def test_random_decay_offsets_keep_every_update_finite(shape):
+    key_offsets, key_grads, key_param = jax.random.split(jax.random.key(len(shape)), 3)
+    template = init_decay_offsets()
+    keys = jax.random.split(key_offsets, len(template))
+    offsets = {  # NUM_OFFSET_DRAWS independent draws of all seven offsets, uniform in [-1, 1]
+        name: jax.random.uniform(k, (NUM_OFFSET_DRAWS,) + x.shape, minval=-1.0, maxval=1.0)
+        for k, (name, x) in zip(keys, template.items(), strict=True)
+    }
+    noise = jax.random.normal(key_grads, (len(GRADIENT_SCALES),) + shape)
+    grads = [scale * noise[i] for i, scale in enumerate(GRADIENT_SCALES)]
+    param = jax.random.normal(key_param, shape)
+    for steps in range(1, len(grads) + 1):
+        run = jax.vmap(lambda o, n=steps: _features_after(grads[:n], param, o, n - 1))
+        acc, features = run(offsets)
+        for leaf in jax.tree.leaves(acc):
+            assert bool(jnp.all(jnp.isfinite(leaf))), (shape, steps)
+        assert bool(jnp.all(jnp.isfinite(features))), (shape, steps)
+
+
+def test_issue_example_adafactor_offset_025_stays_finite():
+    # Adafactor offset 0.25 made the 0.9 decay -0.218 before clipping: after gradients 10 and
+    # 0.01 the row statistic was negative and the preconditioner NaN.
+    offsets = {**init_decay_offsets(), "adafactor": jnp.full((3,), 0.25)}
+    grads = [jnp.full((4, 4), 10.0), jnp.full((4, 4), 0.01)]
+    acc, features = _features_after(grads, jnp.ones((4, 4)), offsets, 1)
+    assert bool(jnp.all(acc.row >= 0.0)) and bool(jnp.all(acc.col >= 0.0))
+    assert bool(jnp.all(jnp.isfinite(features)))
+    # Decay 0 keeps only the newest gradient: row statistic 0 of (0.01)^2 exactly.
+    np.testing.assert_allclose(acc.row[0], np.full((4, 1), 1e-4), rtol=1e-5)
+
+
 def test_accumulators_follow_the_ema_over_two_steps():
     g1, g2 = jnp.array([[1.0, 2.0], [3.0, 4.0]]), jnp.array([[-1.0, 0.0], [2.0, 1.0]])
     decays = decays_from_offsets(init_decay_offsets())

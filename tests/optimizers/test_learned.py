@@ -131,6 +131,22 @@ def test_hyperparam_ignores_the_blackbox_heads(star_theta):
     )
 
 
+@pytest.mark.parametrize("name", ["star", "blackbox"])
+def test_adafactor_offset_beyond_the_decay_root_keeps_the_update_finite(name):
+    # Offset 0.25 > ln(10) / 10: unclipped, the 0.9 Adafactor decay would be -0.218 and a large
+    # then a tiny gradient would give a negative row statistic, a NaN rsqrt and a NaN step.
+    opt = optimizers.get(name)
+    theta = opt.init_meta_params(jax.random.key(5))
+    theta = {**theta, "decays": {**theta["decays"], "adafactor": jnp.full((3,), 0.25)}}
+    tx = opt.transform(theta)
+    params = jnp.zeros((4, 4))
+    state = tx.init(params)
+    for scale in (10.0, 0.01):
+        grad = scale * jax.random.normal(jax.random.key(int(scale * 100)), (4, 4))
+        updates, state = tx.update(grad, state, params)
+        assert bool(jnp.all(jnp.isfinite(updates))), scale
+
+
 @pytest.mark.parametrize("c", [0.25, 3.0])
 def test_nominal_log_scale_scales_the_nominal_term(star_theta, c):
     scaled = {**star_theta, "nominal_log_scale": jnp.asarray(math.log(c), jnp.float32)}
