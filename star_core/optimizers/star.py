@@ -14,10 +14,11 @@ is ``g``. ``v`` is the (bias-uncorrected) second-moment EMA.
 
 Ablations (paper Appendix C) are config switches: ``nominal=False`` drops f_g,
 ``precondition_blackbox=False`` drops the division by ``sqrt(v + 1e-6)``; outer weight decay is a
-meta-training setting. Hyperparam (the paper's hyperparameter controller) is STAR without f_b; it
-keeps STAR's theta layout (203 values) and ignores the d and m_b heads.
+meta-training setting. Hyperparam (the paper's hyperparameter controller) is STAR without f_b: the
+same MLP with the single head m_g, so no meta-parameter goes unused.
 
-Meta-parameters (203): ``{"mlp": 39*4+4 + 4*4+4 + 4*3+3, "decays": 7, "nominal_log_scale": ()}``.
+Meta-parameters: STAR (203) ``{"mlp": 39*4+4 + 4*4+4 + 4*3+3, "decays": 7,
+"nominal_log_scale": ()}``; Hyperparam (193) the same with ``4*1+1`` in the last layer.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from star_core.optimizers.learned import learned_transformation
 from star_core.optimizers.mlp import init_mlp
 
 STAR_HEADS = ("d", "m_b", "m_g")  # output columns: blackbox direction and magnitude, nominal scale
+HYPERPARAM_HEADS = ("m_g",)  # output column: the nominal term's magnitude
 DEFAULT_BETA = 1e-3  # beta_2, beta_4 and alpha0 defaults (the paper's 0.001)
 # beta_3: dividing the blackbox output by sqrt(v + 1e-6) (~|g|, often 1e-3..1e-2) makes the
 # paper's 0.001 an O(1) step per entry. Measured (experiments/paper_claims.py sweep, digits_mlp,
@@ -101,34 +103,25 @@ def nominal_direction(name: str, grad: jax.Array, acc: TensorAccumulators) -> ja
     return _mean_of_momenta(acc.momentum) * rsqrt_v
 
 
-def _star_meta_params(key: jax.Array) -> dict[str, Any]:
+def _meta_params(key: jax.Array, heads: tuple[str, ...]) -> dict[str, Any]:
     return {
-        "mlp": init_mlp(key, len(STAR_HEADS)),
+        "mlp": init_mlp(key, len(heads)),
         "decays": init_decay_offsets(),
         "nominal_log_scale": jnp.zeros((), jnp.float32),
     }
 
 
-def _star_transformation(
-    theta: dict[str, Any], config: StarConfig, blackbox: bool
-) -> optax.GradientTransformation:
-    """STAR's update with the blackbox term on or off (off: Hyperparam)."""
+def _nominal_term(
+    theta: dict[str, Any],
+    config: StarConfig | HyperparamConfig,
+    nominal_mag: jax.Array,
+    grad: jax.Array,
+    acc: TensorAccumulators,
+) -> jax.Array:
+    """f_g of eq. (21): ``alpha0 * exp(theta_scale) * exp(beta2 * m_g) * g_nom``."""
     nominal_scale = config.alpha0 * jnp.exp(theta["nominal_log_scale"])
-
-    def head_rule(outputs: list, grad: jax.Array, acc: TensorAccumulators) -> jax.Array:
-        direction, blackbox_mag, nominal_mag = outputs
-        step = jnp.zeros_like(grad)
-        if blackbox:
-            f_b = config.beta3 * direction * jnp.exp(config.beta4 * blackbox_mag)
-            if config.precondition_blackbox:
-                f_b = f_b * jax.lax.rsqrt(acc.second_moment + RMS_EPS)
-            step = step + f_b
-        if config.nominal:
-            g_nom = nominal_direction(config.nominal_direction, grad, acc)
-            step = step + nominal_scale * jnp.exp(config.beta2 * nominal_mag) * g_nom
-        return -step
-
-    return learned_transformation(theta, head_rule)
+    g_nom = nominal_direction(config.nominal_direction, grad, acc)
+    return nominal_scale * jnp.exp(config.beta2 * nominal_mag) * g_nom
 
 
 class Star(LearnedOptimizer):
@@ -138,25 +131,37 @@ class Star(LearnedOptimizer):
     config_class = StarConfig
 
     def init_meta_params(self, key: jax.Array) -> dict[str, Any]:
-        return _star_meta_params(key)
+        return _meta_params(key, STAR_HEADS)
 
     def transform(self, theta: dict[str, Any]) -> optax.GradientTransformation:
-        return _star_transformation(theta, self.config, blackbox=True)
+        config = self.config
+
+        def head_rule(outputs: list, grad: jax.Array, acc: TensorAccumulators) -> jax.Array:
+            direction, blackbox_mag, nominal_mag = outputs
+            step = config.beta3 * direction * jnp.exp(config.beta4 * blackbox_mag)  # f_b
+            if config.precondition_blackbox:
+                step = step * jax.lax.rsqrt(acc.second_moment + RMS_EPS)
+            if config.nominal:
+                step = step + _nominal_term(theta, config, nominal_mag, grad, acc)
+            return -step
+
+        return learned_transformation(theta, head_rule)
 
 
 class Hyperparam(LearnedOptimizer):
-    """The hyperparameter controller: STAR's nominal term f_g alone (eq. 21)."""
+    """The hyperparameter controller: STAR's nominal term f_g alone (eq. 21), one MLP head."""
 
     name = "hyperparam"
     config_class = HyperparamConfig
 
     def init_meta_params(self, key: jax.Array) -> dict[str, Any]:
-        return _star_meta_params(key)
+        return _meta_params(key, HYPERPARAM_HEADS)
 
     def transform(self, theta: dict[str, Any]) -> optax.GradientTransformation:
-        config = StarConfig(
-            alpha0=self.config.alpha0,
-            beta2=self.config.beta2,
-            nominal_direction=self.config.nominal_direction,
-        )
-        return _star_transformation(theta, config, blackbox=False)
+        config = self.config
+
+        def head_rule(outputs: list, grad: jax.Array, acc: TensorAccumulators) -> jax.Array:
+            (nominal_mag,) = outputs
+            return -_nominal_term(theta, config, nominal_mag, grad, acc)
+
+        return learned_transformation(theta, head_rule)

@@ -1,4 +1,4 @@
-"""Blackbox, STAR and Hyperparam update rules (spec §2.4), parameter counts, config errors."""
+"""Blackbox, STAR and Hyperparam update rules (eqs. 20-22), parameter counts, config errors."""
 
 import functools
 import math
@@ -50,6 +50,16 @@ def zero_heads(theta, columns):
     mlp["w2"] = mlp["w2"].at[:, columns].set(0.0)
     mlp["b2"] = mlp["b2"].at[jnp.asarray(columns)].set(0.0)
     return {**theta, "mlp": mlp}
+
+
+def nominal_head_only(star_theta):
+    """Hyperparam's theta sharing STAR's weights: the last layer keeps only the m_g column."""
+    mlp = {
+        **star_theta["mlp"],
+        "w2": star_theta["mlp"]["w2"][:, 2:],
+        "b2": star_theta["mlp"]["b2"][2:],
+    }
+    return {**star_theta, "mlp": mlp}
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +122,8 @@ def test_star_second_update_follows_eqs_21_22_by_hand(star_theta):
 def test_star_with_zero_blackbox_weights_equals_its_nominal_term(star_theta):
     theta = zero_heads(star_theta, [0, 1])
     star = first_update(optimizers.get("star"), theta)
-    np.testing.assert_array_equal(star, first_update(optimizers.get("hyperparam"), theta))
+    hyper = first_update(optimizers.get("hyperparam"), nominal_head_only(theta))
+    np.testing.assert_array_equal(star, hyper)
     # With the m_g head zeroed too, the step is -alpha0 * g_nom, by hand.
     momenta, v = first_step_moments()
     want = -ALPHA0 * sum(momenta) / 3 / jnp.sqrt(v + 1e-6)
@@ -120,15 +131,15 @@ def test_star_with_zero_blackbox_weights_equals_its_nominal_term(star_theta):
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
-def test_hyperparam_ignores_the_blackbox_heads(star_theta):
+def test_hyperparam_follows_eq_21_on_the_reference_features():
     opt = optimizers.get("hyperparam")
-    mlp = dict(star_theta["mlp"])
-    noise = jax.random.normal(jax.random.key(2), (4, 2))
-    mlp["w2"] = mlp["w2"].at[:, :2].add(noise)
-    mlp["b2"] = mlp["b2"].at[:2].add(1.0)
-    np.testing.assert_array_equal(
-        first_update(opt, star_theta), first_update(opt, {**star_theta, "mlp": mlp})
-    )
+    theta = opt.init_meta_params(jax.random.key(2))
+    out = reference_outputs(theta)  # one head: m_g
+    assert out.shape == GRAD.shape + (1,)
+    momenta, v = first_step_moments()
+    g_nom = sum(momenta) / 3 * jax.lax.rsqrt(v + 1e-6)
+    want = -ALPHA0 * jnp.exp(1e-3 * out[..., 0]) * g_nom
+    np.testing.assert_allclose(first_update(opt, theta), want, rtol=1e-5, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["star", "blackbox"])
@@ -151,8 +162,10 @@ def test_adafactor_offset_beyond_the_decay_root_keeps_the_update_finite(name):
 def test_nominal_log_scale_scales_the_nominal_term(star_theta, c):
     scaled = {**star_theta, "nominal_log_scale": jnp.asarray(math.log(c), jnp.float32)}
     hyper = optimizers.get("hyperparam")
-    nominal = first_update(hyper, star_theta)
-    np.testing.assert_allclose(first_update(hyper, scaled), c * nominal, rtol=1e-5)
+    nominal = first_update(hyper, nominal_head_only(star_theta))
+    np.testing.assert_allclose(
+        first_update(hyper, nominal_head_only(scaled)), c * nominal, rtol=1e-5
+    )
     star = optimizers.get("star")
     delta = first_update(star, scaled) - first_update(star, star_theta)
     np.testing.assert_allclose(delta, (c - 1) * nominal, rtol=1e-4, atol=1e-9)
@@ -169,7 +182,7 @@ def test_blackbox_preconditioning_divides_by_sqrt_v(star_theta):
 
 @pytest.mark.parametrize("direction", ["adam", "aggmo", "sgd", "adamaggmo"])
 def test_nominal_directions(star_theta, direction):
-    theta = zero_heads(star_theta, [0, 1, 2])
+    theta = nominal_head_only(zero_heads(star_theta, [0, 1, 2]))
     momenta, v = first_step_moments()
     rsqrt_v = jax.lax.rsqrt(v + 1e-6)
     want = {
@@ -184,7 +197,7 @@ def test_nominal_directions(star_theta, direction):
 
 @pytest.mark.parametrize(
     ("name", "count"),
-    [("blackbox", 197), ("star", 203), ("hyperparam", 203), ("adam", 0), ("sgdm", 0), ("aggmo", 0)],
+    [("blackbox", 197), ("star", 203), ("hyperparam", 193), ("adam", 0), ("sgdm", 0), ("aggmo", 0)],
 )
 def test_parameter_counts(name, count):
     assert optimizers.get(name).num_meta_params == count
@@ -197,10 +210,9 @@ def test_theta_layout():
         "decays": {"momentum": (3,), "rms": (1,), "adafactor": (3,)},
         "nominal_log_scale": (),
     }
-    assert optimizers.get("blackbox").init_meta_params(jax.random.key(3))["mlp"]["w2"].shape == (
-        4,
-        2,
-    )
+    for name, heads in (("blackbox", 2), ("hyperparam", 1)):
+        mlp = optimizers.get(name).init_meta_params(jax.random.key(3))["mlp"]
+        assert (mlp["w2"].shape, mlp["b2"].shape) == ((4, heads), (heads,))
     assert optimizers.get("adam").init_meta_params(jax.random.key(3)) == {}
 
 
