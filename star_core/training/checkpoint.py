@@ -3,8 +3,11 @@
 One checkpoint is one safetensors file:
 
 - every leaf of ``theta`` under its path, e.g. ``mlp/w0``, ``decays/momentum``;
-- every leaf of the outer optimizer state under ``outer_state/<path>`` (e.g.
-  ``outer_state/2/0/mu/mlp/w0``); absent in an exported optimizer;
+- every leaf of the outer optimizer state under a name that does not depend on where a
+  transformation sits in ``optax.chain``: ``outer_state/<state class>/<field>/<path>``, e.g.
+  ``outer_state/scale_by_adam_state/mu/mlp/w0`` (:func:`stable_named_leaves`); absent in an
+  exported optimizer. Version-1 files named them by position (``outer_state/2/0/mu/mlp/w0``)
+  and are still read;
 - JSON metadata in the safetensors header: ``format``, ``format_version``, ``optimizer`` (its
   registry name), ``optimizer_config`` (the full constants), ``step`` and ``meta_train_config``,
   plus whatever else the writer adds (each value JSON-encoded under its own key).
@@ -36,7 +39,9 @@ import safetensors.numpy
 
 # Identifies our files among other safetensors files, and the layout version we write.
 FORMAT_NAME = "star-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Layout versions we read: 1 named outer-state leaves by their position in optax.chain.
+READABLE_VERSIONS = (1, 2)
 # Name prefix of the outer optimizer state's leaves.
 OUTER_STATE_PREFIX = "outer_state"
 # Separator between the components of a leaf's path.
@@ -95,16 +100,69 @@ def named_leaves(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
     return named
 
 
+def _snake_case(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def stable_named_leaves(tree: Any, prefix: str = "") -> dict[str, np.ndarray]:
+    """Like :func:`named_leaves`, but a NamedTuple reached through a tuple position is named by
+    its class (``ScaleByAdamState`` -> ``scale_by_adam_state``) instead of its position, and
+    the positions of plain tuples holding tuples (nested ``optax.chain`` states) are left out.
+
+    An optimizer state such as ``optax.chain(a, b, adam)``'s then keeps its leaf names when
+    transformations are added or reordered. Two states of one class at one level collide and
+    raise ValueError.
+    """
+    named = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        parts, node = ([prefix] if prefix else []), tree
+        for entry in path:
+            child = _child(node, entry)
+            positional = isinstance(entry, jax.tree_util.SequenceKey)
+            if positional and _is_namedtuple(child):
+                parts.append(_snake_case(type(child).__name__))
+            elif not (positional and type(child) is tuple):  # nested chains are flattened
+                parts.append(_key_name(entry))
+            node = child
+        name = SEPARATOR.join(parts) if parts else prefix or "leaf"
+        if name in named:
+            raise ValueError(f"two leaves of the tree would both be named {name!r}")
+        if _is_prng_key(leaf):
+            leaf = jax.random.key_data(leaf)
+        named[name] = np.array(leaf, order="C")
+    return named
+
+
+def _is_namedtuple(node: Any) -> bool:
+    return isinstance(node, tuple) and hasattr(node, "_fields")
+
+
+def _child(node: Any, entry: Any) -> Any:
+    if isinstance(entry, jax.tree_util.SequenceKey):
+        return node[entry.idx]
+    if isinstance(entry, jax.tree_util.DictKey):
+        return node[entry.key]
+    if isinstance(entry, jax.tree_util.GetAttrKey):
+        return getattr(node, entry.name)
+    raise ValueError(f"cannot follow pytree path entry {entry!r}")
+
+
 def fill_tree(
-    template: Any, named: dict[str, np.ndarray], prefix: str = "", source: str = ""
+    template: Any,
+    named: dict[str, np.ndarray],
+    prefix: str = "",
+    source: str = "",
+    naming: Any = named_leaves,
 ) -> Any:
     """The pytree with ``template``'s structure whose leaves are ``named[<path>]``.
 
-    Shapes and dtypes must match the template exactly; a missing or mismatched leaf raises a
-    ValueError naming it. Leaves come back as numpy arrays (typed PRNG keys re-wrapped).
+    ``naming`` is the function that named the leaves (:func:`named_leaves` or
+    :func:`stable_named_leaves`). Shapes and dtypes must match the template exactly; a missing
+    or mismatched leaf raises a ValueError naming it. Leaves come back as numpy arrays (typed
+    PRNG keys re-wrapped).
     """
     paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
-    template_names = named_leaves(template, prefix)
+    template_names = naming(template, prefix)
     leaves = []
     for (_, template_leaf), name in zip(paths_leaves, template_names, strict=True):
         if name not in named:
@@ -164,34 +222,53 @@ def write_text_atomically(path: str | os.PathLike, text: str) -> None:
     _write_atomically(Path(path), text.encode("utf-8"))
 
 
+def tree_bytes(tensors: dict[str, np.ndarray], metadata: dict) -> bytes:
+    """Named tensors and JSON-encoded metadata as the bytes of one safetensors file."""
+    header = {key: json.dumps(value, sort_keys=True) for key, value in metadata.items()}
+    return safetensors.numpy.save(tensors, metadata=header)
+
+
 def save_tree(path: str | os.PathLike, tensors: dict[str, np.ndarray], metadata: dict) -> None:
     """Write named tensors and JSON-encoded metadata to one safetensors file, atomically."""
-    header = {key: json.dumps(value, sort_keys=True) for key, value in metadata.items()}
-    _write_atomically(Path(path), safetensors.numpy.save(tensors, metadata=header))
+    _write_atomically(Path(path), tree_bytes(tensors, metadata))
 
 
-def read_tensors(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read every tensor and the decoded metadata of a safetensors file.
+# Bytes of the little-endian header length that opens a safetensors file.
+_HEADER_LENGTH_BYTES = 8
+
+
+def read_tensors(
+    source: str | os.PathLike | bytes,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read every tensor and the decoded metadata of a safetensors file (a path, or its bytes).
 
     Raises FileNotFoundError for a missing file and ValueError for a corrupt one.
     """
-    path = Path(path)
+    if isinstance(source, bytes):
+        return _decode(source, "checkpoint data")
+    path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     try:
-        with safetensors.safe_open(str(path), framework="numpy") as handle:
-            header = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}  # noqa: SIM118
-        metadata = {key: json.loads(value) for key, value in header.items()}
-    except (safetensors.SafetensorError, json.JSONDecodeError, OSError) as err:
+        return _decode(path.read_bytes(), str(path))
+    except OSError as err:
         raise ValueError(f"{path} is not a readable checkpoint ({err})") from err
+
+
+def _decode(data: bytes, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    try:
+        tensors = safetensors.numpy.load(data)
+        length = int.from_bytes(data[:_HEADER_LENGTH_BYTES], "little")
+        header = json.loads(data[_HEADER_LENGTH_BYTES : _HEADER_LENGTH_BYTES + length])
+        metadata = {k: json.loads(v) for k, v in (header.get("__metadata__") or {}).items()}
+    except (safetensors.SafetensorError, json.JSONDecodeError, UnicodeDecodeError,
+            AttributeError, ValueError) as err:
+        raise ValueError(f"{name} is not a readable checkpoint ({err})") from err
     return tensors, metadata
 
 
-def save_checkpoint(
-    path: str | os.PathLike, theta: Any, outer_state: Any, metadata: dict[str, Any]
-) -> None:
-    """Write theta, the outer optimizer state (or None) and metadata to ``path`` atomically.
+def checkpoint_bytes(theta: Any, outer_state: Any, metadata: dict[str, Any]) -> bytes:
+    """The bytes of a checkpoint file of theta, the outer optimizer state (or None) and metadata.
 
     ``metadata`` must hold ``optimizer`` (registry name), ``optimizer_config`` (dict) and
     ``step``; ``format`` and ``format_version`` are added here.
@@ -203,20 +280,37 @@ def save_checkpoint(
     if any(name.split(SEPARATOR)[0] == OUTER_STATE_PREFIX for name in tensors):
         raise ValueError(f"theta: the group name {OUTER_STATE_PREFIX!r} is reserved")
     if outer_state is not None:
-        tensors.update(named_leaves(outer_state, OUTER_STATE_PREFIX))
+        tensors.update(stable_named_leaves(outer_state, OUTER_STATE_PREFIX))
     header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **metadata}
-    save_tree(path, tensors, header)
+    return tree_bytes(tensors, header)
 
 
-def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint` (clear errors for bad files)."""
-    tensors, metadata = read_tensors(path)
+def save_checkpoint(
+    path: str | os.PathLike, theta: Any, outer_state: Any, metadata: dict[str, Any]
+) -> None:
+    """Write :func:`checkpoint_bytes` to ``path`` atomically."""
+    _write_atomically(Path(path), checkpoint_bytes(theta, outer_state, metadata))
+
+
+def outer_state_naming(metadata: dict[str, Any]) -> Any:
+    """The function that named a checkpoint's outer-state leaves (by its format version)."""
+    return named_leaves if metadata.get("format_version") == 1 else stable_named_leaves
+
+
+def load_checkpoint(source: str | os.PathLike | bytes) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (a path or the file's bytes).
+
+    Clear errors for bad files; fill the outer state into a template with
+    ``fill_tree(..., naming=outer_state_naming(checkpoint.metadata))``.
+    """
+    path = "checkpoint data" if isinstance(source, bytes) else source
+    tensors, metadata = read_tensors(source)
     if metadata.get("format") != FORMAT_NAME:
         raise ValueError(f"{path} is not a STAR checkpoint (no format={FORMAT_NAME!r} metadata)")
-    if metadata.get("format_version") != FORMAT_VERSION:
+    if metadata.get("format_version") not in READABLE_VERSIONS:
         raise ValueError(
             f"{path}: checkpoint format version {metadata.get('format_version')!r} is not"
-            f" supported (this code reads version {FORMAT_VERSION})"
+            f" supported (this code reads versions {list(READABLE_VERSIONS)})"
         )
     missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing:

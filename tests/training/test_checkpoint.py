@@ -55,14 +55,15 @@ def test_round_trip_is_bitwise_exact_with_metadata(tmp_path):
     loaded = ckpt.load_checkpoint(path)
 
     _bitwise_equal(loaded.theta, jax.tree_util.tree_map(np.asarray, theta))
-    restored_state = ckpt.fill_tree(tx.init(theta), loaded.outer_state, ckpt.OUTER_STATE_PREFIX)
+    restored_state = ckpt.fill_tree(tx.init(theta), loaded.outer_state, ckpt.OUTER_STATE_PREFIX,
+                                    naming=ckpt.outer_state_naming(loaded.metadata))
     _bitwise_equal(restored_state, jax.tree_util.tree_map(np.asarray, state))
     assert loaded.metadata == {"format": ckpt.FORMAT_NAME,
                                "format_version": ckpt.FORMAT_VERSION, **METADATA}
     # theta leaves are named by path, the outer state is prefixed.
     names = set(ckpt.read_tensors(path)[0])
     assert {"mlp/w0", "decays/momentum", "nominal_log_scale"} <= names
-    assert "outer_state/2/0/mu/mlp/w0" in names
+    assert "outer_state/scale_by_adam_state/mu/mlp/w0" in names
     # Atomic write: nothing but the checkpoint is left in the folder.
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
 
@@ -196,3 +197,38 @@ def test_load_learned_optimizer_rejects_a_theta_of_another_optimizer(tmp_path):
                                                       "optimizer_config": {}, "step": 1})
     with pytest.raises(ValueError, match="star.safetensors: tensor 'mlp/"):
         ckpt.load_learned_optimizer(path)
+
+
+def test_outer_state_names_do_not_depend_on_the_position_in_the_chain(tmp_path):
+    theta, state, _ = _trained_outer_state(_theta())
+    other_chain = optax.chain(optax.clip(3.0), optax.adam(1e-3))  # adam moves from 2 to 1
+    path = tmp_path / "c.safetensors"
+    ckpt.save_checkpoint(path, theta, state, METADATA)
+    loaded = ckpt.load_checkpoint(path)
+    restored = ckpt.fill_tree(other_chain.init(theta), loaded.outer_state,
+                              ckpt.OUTER_STATE_PREFIX, naming=ckpt.stable_named_leaves)
+    _bitwise_equal(restored[1][0], jax.tree_util.tree_map(np.asarray, state[2][0]))
+
+
+def test_version_1_files_are_still_read(tmp_path):
+    theta, state, tx = _trained_outer_state(_theta())
+    tensors = {**ckpt.named_leaves(theta), **ckpt.named_leaves(state, ckpt.OUTER_STATE_PREFIX)}
+    path = tmp_path / "v1.safetensors"
+    ckpt.save_tree(path, tensors, {"format": ckpt.FORMAT_NAME, "format_version": 1, **METADATA})
+    assert "outer_state/2/0/mu/mlp/w0" in ckpt.read_tensors(path)[0]
+    loaded = ckpt.load_checkpoint(path)
+    restored = ckpt.fill_tree(tx.init(theta), loaded.outer_state, ckpt.OUTER_STATE_PREFIX,
+                              naming=ckpt.outer_state_naming(loaded.metadata))
+    _bitwise_equal(restored, jax.tree_util.tree_map(np.asarray, state))
+
+
+def test_checkpoint_bytes_read_back_like_the_file(tmp_path):
+    theta, state, _ = _trained_outer_state(_theta())
+    data = ckpt.checkpoint_bytes(theta, state, METADATA)
+    path = tmp_path / "d.safetensors"
+    ckpt.save_checkpoint(path, theta, state, METADATA)
+    from_bytes, from_file = ckpt.load_checkpoint(data), ckpt.load_checkpoint(path)
+    assert from_bytes.metadata == from_file.metadata
+    _bitwise_equal(from_bytes.theta, from_file.theta)
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        ckpt.load_checkpoint(data[: len(data) // 2])

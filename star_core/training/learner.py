@@ -1,0 +1,176 @@
+"""The learner: the outer half of meta-training (theta, the outer optimizer, checkpoints).
+
+Meta-training is split in two so that one process and a cluster run the same code:
+
+- the **learner** (this module) holds theta, the outer optimizer state, the outer step and the
+  count of dropped estimates; it turns a list of meta-gradient estimates into one outer step
+  and writes and reads checkpoints;
+- **workers** (``star_core.training.worker``) hold the ES/PES estimators and their persistent
+  states and compute estimates for a given theta.
+
+``meta_train`` is one learner and one worker in one process; the service runs one learner actor
+and many worker actors (``services/cluster``). One outer step, given estimates ``g_1..g_n``::
+
+    finite = [g_i that have no NaN/inf element]       (the others are dropped, each counted)
+    g      = mean(finite)                             (no step if none is finite)
+    theta, outer_state = outer step of outer.py (Adam on clip(g + weight decay))
+
+The step counter advances whether or not an update was applied. A learner starts from a fresh
+theta, from another run's theta (warm start: theta only, fresh outer state), or resumes from a
+checkpoint (theta, outer state, step and drop count). Checkpoints are the safetensors files of
+``checkpoint.py``; :meth:`Learner.checkpoint_bytes` and :meth:`Learner.restore` also take bytes,
+so a learner on another machine can send them to whoever stores them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from star_core.errors import ConfigError
+from star_core.training import checkpoint as ckpt
+from star_core.training.config import MetaTrainConfig
+from star_core.training.keys import run_keys
+from star_core.training.outer import all_finite, guarded_step, outer_optimizer
+
+# The field a bad warm-start checkpoint is reported under.
+WARM_START_FIELD = "warm_start"
+
+
+class LearnerState(NamedTuple):
+    """What the learner carries from one outer step to the next (and checkpoints)."""
+
+    step: int  # outer steps completed
+    theta: Any
+    outer_state: Any
+    dropped: int  # non-finite estimates dropped so far
+
+
+class StepInfo(NamedTuple):
+    """What one call of :meth:`Learner.apply` did."""
+
+    applied: bool  # theta moved
+    used: int  # finite estimates averaged
+    dropped: int  # non-finite estimates dropped in this step
+    grad_norm: float  # L2 norm of the averaged estimate (NaN when none was finite)
+
+
+class Learner:
+    """The outer optimization of a :class:`MetaTrainConfig`; see the module docstring."""
+
+    def __init__(self, config: MetaTrainConfig):
+        self.config = config
+        self.lopt = config.make_optimizer()
+        self.keys = run_keys(config.seed)
+        self.outer_tx = outer_optimizer(
+            config.outer_learning_rate, config.clip, config.outer_weight_decay, config.decay_all
+        )
+        self._outer_step = jax.jit(self._outer_step_impl)
+
+    def _outer_step_impl(self, grad, outer_state, theta):
+        return guarded_step(self.outer_tx, grad, outer_state, theta)
+
+    def init(self, warm_start: str | os.PathLike | bytes | None = None) -> LearnerState:
+        """Step 0: theta from the run's key, or from the checkpoint ``warm_start`` (theta only;
+        validated by :meth:`warm_start_theta`); a fresh outer optimizer state either way."""
+        if warm_start is None:
+            theta = self.lopt.init_meta_params(self.keys.theta)
+        else:
+            theta = self.warm_start_theta(warm_start)
+        return LearnerState(0, theta, self.outer_tx.init(theta), 0)
+
+    def warm_start_theta(self, source: str | os.PathLike | bytes) -> Any:
+        """theta of another run's checkpoint, checked before any work starts.
+
+        The checkpoint must be a readable STAR checkpoint of the same optimizer, with exactly
+        this optimizer's meta-parameter names and shapes, and every element finite; otherwise
+        ConfigError(field="warm_start") says what is wrong.
+        """
+        try:
+            loaded = ckpt.load_checkpoint(source)
+        except (ValueError, FileNotFoundError) as err:
+            raise ConfigError(WARM_START_FIELD, f"warm start: {err}") from err
+        stored = loaded.metadata["optimizer"]
+        if stored != self.config.optimizer:
+            raise ConfigError(
+                WARM_START_FIELD,
+                f"warm start: the checkpoint holds a {stored!r} optimizer, this run trains"
+                f" {self.config.optimizer!r}",
+            )
+        template = self.lopt.init_meta_params(self.keys.theta)
+        named = ckpt.named_leaves(loaded.theta)
+        unexpected = sorted(set(named) - set(ckpt.named_leaves(template)))
+        try:
+            if unexpected:
+                raise ValueError(f"tensors {unexpected} are not meta-parameters of {stored!r}")
+            theta = ckpt.fill_tree(template, named, source="warm start")
+        except ValueError as err:
+            raise ConfigError(WARM_START_FIELD, f"warm start: {err}") from err
+        if not all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(theta)):
+            raise ConfigError(WARM_START_FIELD, "warm start: the checkpoint's theta is not finite")
+        return jax.tree.map(jnp.asarray, theta)
+
+    def apply(self, state: LearnerState, estimates: Sequence[Any]) -> tuple[LearnerState, StepInfo]:
+        """One outer step from ``estimates`` (pytrees shaped like theta); see the module doc."""
+        finite = [g for g in estimates if bool(all_finite(g))]
+        dropped = len(estimates) - len(finite)
+        if not finite:
+            info = StepInfo(False, 0, dropped, float("nan"))
+            return state._replace(step=state.step + 1, dropped=state.dropped + dropped), info
+        grad = jax.tree.map(lambda *gs: sum(gs[1:], gs[0]) / len(gs), *finite)
+        theta, outer_state, applied = self._outer_step(grad, state.outer_state, state.theta)
+        grad_norm = float(np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(grad))))
+        applied = bool(applied)
+        dropped += 0 if applied else len(finite)
+        new_state = LearnerState(state.step + 1, theta, outer_state, state.dropped + dropped)
+        return new_state, StepInfo(applied, len(finite) if applied else 0, dropped, grad_norm)
+
+    def metadata(self, state: LearnerState) -> dict[str, Any]:
+        """The checkpoint metadata of ``state``: what made it and how far it got."""
+        return {
+            "optimizer": self.config.optimizer,
+            "optimizer_config": json.loads(json.dumps(dataclasses.asdict(self.lopt.config))),
+            "step": state.step,
+            "meta_train_config": self.config.to_dict(),
+            "dropped_estimates": state.dropped,
+        }
+
+    def checkpoint_bytes(self, state: LearnerState, **extra: Any) -> bytes:
+        """The checkpoint file of ``state`` as bytes (``extra`` goes into the metadata)."""
+        return ckpt.checkpoint_bytes(
+            state.theta, state.outer_state, {**self.metadata(state), **extra}
+        )
+
+    def save(self, state: LearnerState, path: str | os.PathLike, **extra: Any) -> None:
+        """Write the checkpoint of ``state`` to ``path`` atomically."""
+        ckpt.write_bytes_atomically(path, self.checkpoint_bytes(state, **extra))
+
+    def restore(self, source: str | os.PathLike | bytes) -> LearnerState:
+        """The state saved in a checkpoint (file or bytes), every tensor checked against this
+        learner's own structure (ValueError naming a missing or mismatched tensor)."""
+        name = "checkpoint data" if isinstance(source, bytes) else str(source)
+        loaded = ckpt.load_checkpoint(source)
+        template = self.init()
+        theta = ckpt.fill_tree(template.theta, ckpt.named_leaves(loaded.theta), source=name)
+        outer_state = ckpt.fill_tree(
+            template.outer_state,
+            loaded.outer_state,
+            ckpt.OUTER_STATE_PREFIX,
+            source=name,
+            naming=ckpt.outer_state_naming(loaded.metadata),
+        )
+        step = int(loaded.metadata["step"])
+        dropped = int(loaded.metadata.get("dropped_estimates", 0))
+        return LearnerState(step, _as_jax(theta), _as_jax(outer_state), dropped)
+
+
+def _as_jax(tree: Any) -> Any:
+    """Every leaf of ``tree`` as a jax array."""
+    return jax.tree.map(jnp.asarray, tree)
