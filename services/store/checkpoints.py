@@ -1,0 +1,129 @@
+"""``CheckpointStore``: the checkpoint files of the service, under one root folder.
+
+A file is written once, atomically (temporary file in the target folder, fsync, ``os.replace``,
+fsync of the folder: ``star_core.training.checkpoint.write_bytes_atomically``), under a name
+that the store chooses: ``<job_id>/step_<step>-<random>.safetensors``. Clients never name files:
+they hold checkpoint ids, which the index (``Store``) maps to a ``CheckpointRecord`` whose
+``file_name`` is resolved here, and only inside the root: an absolute name, ``..``, or a
+symbolic link that leads outside is refused with NotFound, as if the checkpoint did not exist.
+
+Writing a checkpoint of a job::
+
+    stored = checkpoints.write(job_id, step, data)           # the file is complete on disk
+    record = store.add_checkpoint(job_id, step, *stored)     # then the index row + its event
+
+(in that order: a crash in between leaves an unindexed file, never an index row without its
+file). Serving it: ``for offset, chunk in checkpoints.chunks(record, offset): ...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, NamedTuple
+
+from services.domain import CheckpointRecord, NotFound
+from star_core.errors import ConfigError
+from star_core.training.checkpoint import write_bytes_atomically
+
+# FetchCheckpoint streams chunks of this size.
+CHUNK_SIZE = 1 << 20
+# Job ids become folder names: only these characters.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+SUFFIX = ".safetensors"
+
+
+class StoredFile(NamedTuple):
+    """A written checkpoint file: its name relative to the root, size and hex SHA-256."""
+
+    file_name: str
+    size_bytes: int
+    sha256: str
+
+
+class CheckpointStore:
+    """Checkpoint files under ``root`` (created if missing); see the module docstring."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def write(self, job_id: str, step: int, data: bytes) -> StoredFile:
+        """Write ``data`` as a new checkpoint file of ``job_id`` at ``step``, atomically."""
+        if not SAFE_NAME.fullmatch(job_id):
+            raise ValueError(f"job id {job_id!r} cannot name a checkpoint folder")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"step must be an integer >= 0, got {step!r}")
+        folder = self.root / job_id
+        if not folder.is_dir():
+            folder.mkdir(exist_ok=True)
+            _fsync_dir(self.root)
+        name = f"{job_id}/step_{step:09d}-{secrets.token_hex(4)}{SUFFIX}"
+        write_bytes_atomically(self.root / name, data)
+        return StoredFile(name, len(data), hashlib.sha256(data).hexdigest())
+
+    def path(self, record: CheckpointRecord) -> Path:
+        """The record's file, resolved inside the root; NotFound if it is missing or outside."""
+        name = record.file_name
+        if not name or "\x00" in name or Path(name).is_absolute():
+            raise NotFound(f"checkpoint {record.checkpoint_id!r}: its file is not available")
+        path = (self.root / name).resolve()
+        if not path.is_relative_to(self.root) or path == self.root or not path.is_file():
+            raise NotFound(f"checkpoint {record.checkpoint_id!r}: its file is not available")
+        return path
+
+    def open(self, record: CheckpointRecord) -> BinaryIO:
+        """The record's file opened for binary reading (see :meth:`path`)."""
+        return open(self.path(record), "rb")  # noqa: SIM115 (the caller closes it)
+
+    def read_chunk(self, record: CheckpointRecord, offset: int, length: int = CHUNK_SIZE) -> bytes:
+        """Up to ``length`` bytes from ``offset`` (b"" at the end of the file).
+
+        ConfigError(offset) when offset is negative or past the end of the file.
+        """
+        with self.open(record) as handle:
+            _check_offset(offset, os.fstat(handle.fileno()).st_size)
+            handle.seek(offset)
+            return handle.read(length)
+
+    def chunks(
+        self, record: CheckpointRecord, offset: int = 0, chunk_size: int = CHUNK_SIZE
+    ) -> Iterator[tuple[int, bytes]]:
+        """``(offset, data)`` pieces of the file from ``offset`` to its end, in order.
+
+        The file is opened (and ``offset`` checked) when iteration starts; an empty remainder
+        yields nothing.
+        """
+        with self.open(record) as handle:
+            _check_offset(offset, os.fstat(handle.fileno()).st_size)
+            handle.seek(offset)
+            while data := handle.read(chunk_size):
+                yield offset, data
+                offset += len(data)
+
+    def verify(self, record: CheckpointRecord) -> bool:
+        """Whether the file's size and SHA-256 match the record."""
+        digest, size = hashlib.sha256(), 0
+        with self.open(record) as handle:
+            while data := handle.read(CHUNK_SIZE):
+                digest.update(data)
+                size += len(data)
+        return size == record.size_bytes and digest.hexdigest() == record.sha256
+
+
+def _check_offset(offset: int, size: int) -> None:
+    if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= size:
+        raise ConfigError("offset", f"offset must be between 0 and the file size {size}, "
+                                    f"got {offset!r}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

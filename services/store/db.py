@@ -1,0 +1,212 @@
+"""The SQLite database of the service: one file, WAL mode, ordered migrations, one writer.
+
+``Database(path)`` opens (or creates) the file and brings its schema up to date. All access goes
+through one connection guarded by a lock, inside explicit transactions::
+
+    with db.transaction() as conn:        # BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error)
+        conn.execute("UPDATE jobs SET ...")
+    with db.read() as conn:               # a consistent snapshot for several SELECTs
+        rows = conn.execute("SELECT ...").fetchall()
+
+Settings and why:
+
+- ``journal_mode=WAL``: readers in other processes never block the writer;
+- ``synchronous=FULL``: a committed transaction survives a crash of the process *and* of the
+  machine (every commit fsyncs the WAL; the service commits about once per outer step);
+- ``busy_timeout``: another process holding the write lock (an old server still shutting down)
+  makes us wait instead of failing with "database is locked";
+- ``foreign_keys=ON``: events and checkpoints cannot point to a job that does not exist;
+- one connection (``check_same_thread=False``) and a lock: threads of the service (gRPC handlers,
+  the runner, the scheduler) take turns, so they never race for SQLite's own write lock.
+
+Migrations: :data:`MIGRATIONS` is an ordered list of (version, statements). The table
+``schema_version`` holds the version of the file; opening applies every newer migration, each
+in its own transaction. A file written by a newer version of the service is refused.
+Times are stored as integer microseconds since the Unix epoch (UTC).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# How long a statement waits for another process's write lock before failing (milliseconds).
+BUSY_TIMEOUT_MS = 10_000
+MICROS = 1_000_000
+
+_STATES = "'PENDING', 'RUNNING', 'CANCELLING', 'SUCCEEDED', 'FAILED', 'CANCELLED'"
+_SCHEMA_V1 = (
+    f"""CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,                 -- insertion order: the key of list pages
+        job_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ('training', 'evaluation')),
+        state TEXT NOT NULL CHECK (state IN ({_STATES})),
+        spec_json TEXT NOT NULL,
+        request_id TEXT UNIQUE,                 -- NULL: no idempotency key
+        schedule_id TEXT,                       -- kept when the schedule is deleted
+        fire_time INTEGER,
+        step INTEGER NOT NULL DEFAULT 0 CHECK (step >= 0),
+        error TEXT NOT NULL DEFAULT '',
+        device TEXT NOT NULL DEFAULT '',
+        worker_nodes TEXT NOT NULL DEFAULT '[]',
+        metrics TEXT NOT NULL DEFAULT '{{}}',
+        evaluation TEXT NOT NULL DEFAULT '[]',
+        last_seq INTEGER NOT NULL DEFAULT 0,
+        create_time INTEGER NOT NULL,
+        update_time INTEGER NOT NULL,
+        UNIQUE (schedule_id, fire_time)
+    )""",
+    "CREATE INDEX jobs_by_state ON jobs (state, id)",
+    """CREATE TABLE events (
+        job_id TEXT NOT NULL REFERENCES jobs (job_id),
+        seq INTEGER NOT NULL CHECK (seq >= 1),
+        kind TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        payload TEXT NOT NULL,
+        snapshot TEXT NOT NULL,                 -- the job's changing fields after the event
+        time INTEGER NOT NULL,
+        PRIMARY KEY (job_id, seq)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE checkpoints (
+        id INTEGER PRIMARY KEY,
+        checkpoint_id TEXT NOT NULL UNIQUE,
+        job_id TEXT NOT NULL REFERENCES jobs (job_id),
+        step INTEGER NOT NULL CHECK (step >= 0),
+        file_name TEXT NOT NULL UNIQUE,         -- relative to the checkpoint root
+        size_bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        create_time INTEGER NOT NULL
+    )""",
+    "CREATE INDEX checkpoints_by_job ON checkpoints (job_id, step, id)",
+    """CREATE TABLE schedules (
+        id INTEGER PRIMARY KEY,
+        schedule_id TEXT NOT NULL UNIQUE,
+        request_id TEXT UNIQUE,
+        cron TEXT NOT NULL,
+        timezone TEXT NOT NULL,
+        template_json TEXT NOT NULL,
+        overlap_policy TEXT NOT NULL CHECK (overlap_policy IN ('skip', 'queue', 'cancel_previous')),
+        paused INTEGER NOT NULL DEFAULT 0,
+        next_fire_time INTEGER,
+        last_job_id TEXT NOT NULL DEFAULT '',
+        warm_start_from_previous INTEGER NOT NULL DEFAULT 0,
+        create_time INTEGER NOT NULL,
+        update_time INTEGER NOT NULL
+    )""",
+    """CREATE TABLE firings (
+        schedule_id TEXT NOT NULL REFERENCES schedules (schedule_id) ON DELETE CASCADE,
+        fire_time INTEGER NOT NULL,
+        job_id TEXT REFERENCES jobs (job_id),   -- NULL: the firing created no job
+        outcome TEXT NOT NULL CHECK (outcome IN ('created', 'skipped')),
+        time INTEGER NOT NULL,
+        PRIMARY KEY (schedule_id, fire_time)
+    )""",
+)
+# (version, statements), in order. Never edit a released migration: append a new one.
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _SCHEMA_V1),)
+
+
+def to_micros(time: datetime) -> int:
+    """A timezone-aware datetime as integer microseconds since the epoch."""
+    if time.tzinfo is None:
+        raise ValueError(f"time {time!r} must be timezone-aware")
+    delta = time - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * MICROS + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """The UTC datetime of integer microseconds since the epoch."""
+    return datetime.fromtimestamp(micros // MICROS, UTC).replace(microsecond=micros % MICROS)
+
+
+class Database:
+    """The service's SQLite file; see the module docstring."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1e3
+        )
+        self._conn.row_factory = sqlite3.Row
+        for pragma in (
+            "journal_mode=WAL",
+            "synchronous=FULL",
+            "foreign_keys=ON",
+            f"busy_timeout={BUSY_TIMEOUT_MS}",
+        ):
+            self._conn.execute(f"PRAGMA {pragma}")
+        self._migrate()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (BEGIN IMMEDIATE): committed on exit, rolled back on error.
+
+        Nested use from the same thread joins the outer transaction.
+        """
+        with self._lock:
+            if self._conn.in_transaction:
+                yield self._conn
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every SELECT inside sees the same committed snapshot."""
+        with self._lock:
+            if self._conn.in_transaction:
+                yield self._conn
+                return
+            self._conn.execute("BEGIN")
+            try:
+                yield self._conn
+            finally:
+                self._conn.execute("COMMIT")
+
+    @property
+    def schema_version(self) -> int:
+        with self.read() as conn:
+            return _version(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def _migrate(self) -> None:
+        with self.transaction() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            if conn.execute("SELECT COUNT(*) FROM schema_version").fetchone()[0] == 0:
+                conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+        current = self.schema_version
+        latest = MIGRATIONS[-1][0]
+        if current > latest:
+            raise RuntimeError(
+                f"{self.path} has schema version {current}, newer than this service's {latest}:"
+                " upgrade the service"
+            )
+        for version, statements in MIGRATIONS:
+            if version <= current:
+                continue
+            with self.transaction() as conn:
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute("UPDATE schema_version SET version = ?", (version,))
+            logger.info("%s: migrated the schema to version %d", self.path, version)
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT version FROM schema_version").fetchone()[0])
