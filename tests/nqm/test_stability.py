@@ -14,6 +14,7 @@ from star_core.nqm import (
 )
 
 NUM_DRAWS = 300
+NUM_NONSYMMETRIC_DRAWS = 2000
 # rho(A) <= 1 + this for every draw that satisfies a sufficient condition (float64 round-off).
 RADIUS_SLACK = 1e-6
 
@@ -152,3 +153,57 @@ def test_cancellation_example_leaves_unit_circle():
     # Without the cancellation (nominal term off, P = Delta P*) the same Delta stays stable.
     direct = spectral_radius(np.eye(3) - (1.0 - worst) * P_star @ H)
     assert direct < 1.0
+
+
+def _eigenvalue_conditions_hold(alpha, P, H):
+    """What the helpers computed before they refused non-symmetric P: (9) and (10) on the
+    eigenvalues of P whenever those are real."""
+    eigvals = np.linalg.eigvals(P)
+    if np.max(np.abs(eigvals.imag)) > 1e-9 * max(1.0, np.max(np.abs(eigvals))):
+        return False
+    top = 2.0 / np.linalg.eigvalsh(H)[-1]
+    return bool(-alpha <= eigvals.real.min() and eigvals.real.max() <= top - alpha)
+
+
+def test_non_symmetric_P_is_refused_and_would_have_been_certified_wrongly():
+    # P = S diag(p) S^{-1}: diagonalizable with real eigenvalues p inside (9)-(10), the paper's
+    # stated hypothesis, yet not symmetric. The proof needs symmetry and the certificate fails.
+    rng = np.random.default_rng(3)
+    certified_but_unstable = 0
+    for _ in range(NUM_NONSYMMETRIC_DRAWS):
+        n = int(rng.integers(2, 6))
+        H = _spd(rng, n)
+        top = 2.0 / np.linalg.eigvalsh(H)[-1]
+        alpha = rng.uniform(0.0, top)
+        S = rng.normal(size=(n, n))
+        P = S @ np.diag(rng.uniform(-alpha, top - alpha, size=n)) @ np.linalg.inv(S)
+        radius = np.max(np.abs(np.linalg.eigvals(np.eye(n) - (alpha * np.eye(n) + P) @ H)))
+        if _eigenvalue_conditions_hold(alpha, P, H) and radius > 1.0 + RADIUS_SLACK:
+            certified_but_unstable += 1
+        for check in (theorem1_holds, lemma2_holds):
+            with pytest.raises(ValueError, match="not symmetric"):
+                check(alpha, P, H)
+        with pytest.raises(ValueError, match="not symmetric"):
+            lemma3_holds(alpha, P, H, np.ones(n))
+    # Measured: 450 of 2000 draws meet (9)-(10) on their real eigenvalues and have rho(A) > 1.
+    assert certified_but_unstable > NUM_NONSYMMETRIC_DRAWS // 10, certified_but_unstable
+
+
+def test_complex_spectrum_jordan_block_and_indefinite_H_are_refused():
+    H = np.array([[0.75, -0.25], [-0.25, 0.75]])  # eigenvalues 0.5 and 1
+    rotation = np.array([[0.1, -0.2], [0.2, 0.1]])  # eigenvalues 0.1 +- 0.2i
+    jordan = np.array([[0.0, 3.0], [0.0, 0.0]])  # not diagonalizable; eigenvalue 0 meets (9)-(10)
+    for P in (rotation, jordan):
+        for check in (theorem1_holds, lemma2_holds):
+            with pytest.raises(ValueError, match="not symmetric"):
+                check(0.5, P, H)
+    # The Jordan block is unstable all the same: rho(I - (0.5 I + J) H) = 1.0607 (numpy).
+    A = np.eye(2) - (0.5 * np.eye(2) + jordan) @ H
+    assert np.max(np.abs(np.linalg.eigvals(A))) == pytest.approx(1.0606601717798212, rel=1e-9)
+    with pytest.raises(ValueError, match="positive definite"):
+        theorem1_holds(0.5, np.eye(2), np.diag([1.0, -0.1]))
+    with pytest.raises(ValueError, match="square"):
+        lemma2_holds(0.5, np.ones((2, 3)), H)
+    # Round-off asymmetry (float32) is accepted and evaluated on the symmetric part.
+    P = np.diag([-0.5, 1.5]) + np.array([[0.0, 1e-8], [0.0, 0.0]])
+    assert theorem1_holds(0.5, P.astype(np.float32), np.diag([0.5, 1.0]))
