@@ -1,4 +1,5 @@
-"""Features of spec §2.2 against values computed by hand (numpy, float64) on tiny tensors."""
+"""The 39 features (docs/algorithm.md, Features) against values computed by hand (numpy, float64)
+on tiny tensors, and the learned decays."""
 
 import math
 
@@ -98,6 +99,17 @@ def test_factored_matrix_matches_hand_computation():
     row1 = 0.1 * np.mean([0.0625, 9.0, 1.0])
     want = row0 / math.sqrt(1e-5 + (row0**2 + row1**2) / 2)
     np.testing.assert_allclose(got[0, 0, 13], want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (3, 3, 2, 4)])
+def test_rank3_and_rank4_tensors_match_hand_computation(shape):
+    rng = np.random.default_rng(len(shape))
+    g, p = rng.normal(size=shape), rng.normal(size=shape)
+    dims = factored_dims(shape)
+    assert dims == {3: (2, 1), 4: (3, 1)}[len(shape)]  # ties: the later axis is the larger
+    got = features_after_one_update(g.astype(np.float32), p.astype(np.float32), 7)
+    assert got.shape == shape + (39,)
+    np.testing.assert_allclose(got, hand_features(g, p, 7, dims), rtol=2e-5, atol=1e-6)
 
 
 def test_scalar_is_treated_as_shape_one():

@@ -12,11 +12,12 @@ from star_core import optimizers
 from star_core.features import (
     build_features,
     decays_from_offsets,
+    feature_groups,
     init_accumulators,
     init_decay_offsets,
     update_accumulators,
 )
-from star_core.optimizers.mlp import mlp_apply
+from star_core.optimizers.mlp import mlp_apply, mlp_apply_groups
 
 ALPHA0 = 1e-3  # default alpha0 / beta constants
 GRAD = jnp.array([[0.5, -1.0, 2.0], [0.1, 0.0, -3.0]])
@@ -140,6 +141,26 @@ def test_hyperparam_follows_eq_21_on_the_reference_features():
     g_nom = sum(momenta) / 3 * jax.lax.rsqrt(v + 1e-6)
     want = -ALPHA0 * jnp.exp(1e-3 * out[..., 0]) * g_nom
     np.testing.assert_allclose(first_update(opt, theta), want, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (3, 3, 2, 4)])
+def test_fused_first_layer_equals_the_plain_definition_on_rank3_and_rank4(star_theta, shape):
+    # The optimizers fold normalization and time features into the first layer and broadcast the
+    # row/column statistics (mlp_apply_groups); the plain definition materializes S + (39,).
+    k_grad, k_param = jax.random.split(jax.random.key(len(shape)))
+    decays = decays_from_offsets(init_decay_offsets())
+    param = jax.random.normal(k_param, shape)
+    acc = init_accumulators(param)
+    for scale in (1.0, 0.3):  # two updates, so that every accumulator differs from g
+        grad = scale * jax.random.normal(jax.random.fold_in(k_grad, int(10 * scale)), shape)
+        acc = update_accumulators(acc, grad, decays)
+    step = jnp.asarray(1)
+    plain = mlp_apply(star_theta["mlp"], build_features(grad, param, acc, step))
+    fused = jnp.stack(
+        mlp_apply_groups(star_theta["mlp"], feature_groups(grad, param, acc), step), axis=-1
+    )
+    assert fused.shape == shape + (3,)
+    np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["star", "blackbox"])

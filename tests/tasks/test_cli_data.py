@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.machinery
+import importlib.util
 
 import pytest
 
@@ -38,8 +40,41 @@ def test_build_text_then_list_shows_the_corpus(tmp_path, capsys):
     assert held_out == ["note 19", "note 29", "note 9"]
 
 
-def test_prepare_paper_dataset_without_tensorflow_explains_the_install(tmp_path):
-    with pytest.raises(ValueError, match="needs tensorflow"):
+PREPARE_MODULES = ("tensorflow", "importlib_resources")  # what `star data prepare` looks up
+
+
+def fake_installed(monkeypatch, *installed):
+    """``importlib.util.find_spec`` reports exactly ``installed`` among PREPARE_MODULES, whatever
+    this machine has, so that the test does not depend on TensorFlow being absent."""
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args, **kwargs):
+        if name in PREPARE_MODULES:
+            return importlib.machinery.ModuleSpec(name, None) if name in installed else None
+        return real_find_spec(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+
+
+@pytest.mark.parametrize(
+    ("installed", "message"),
+    [
+        (("importlib_resources",), "needs tensorflow:"),
+        (("tensorflow",), "needs importlib_resources:"),
+        ((), "needs tensorflow, importlib_resources:"),
+    ],
+)
+def test_prepare_paper_dataset_without_tensorflow_explains_the_install(
+    tmp_path, monkeypatch, installed, message
+):
+    fake_installed(monkeypatch, *installed)
+    with pytest.raises(ValueError, match=message) as err:
         run(["data", "prepare", "cifar10", "--data-dir", str(tmp_path)])
+    assert store.PREPARE_INSTALL in str(err.value) and "star data prepare cifar10" in str(err.value)
+    assert not store.is_prepared("cifar10", tmp_path)
+
+
+def test_prepare_embedded_dataset_needs_no_tensorflow(tmp_path, monkeypatch):
+    fake_installed(monkeypatch)
     assert run(["data", "prepare", "digits", "--data-dir", str(tmp_path)]) == 0
     assert store.is_prepared("digits", tmp_path)
