@@ -113,13 +113,34 @@ def test_restarts_star_serve_after_a_crash_and_stop_ends_it_for_good(stubs, star
     _wait_for(lambda: len(_lines(stubs / "star-calls")) == 2, "the restart")
     _wait_for(lambda: (stubs / "run" / "star-serve.pid").exists(), "the pid file")
 
-    stop = subprocess.run(
-        ["bash", str(SCRIPT), "--stop"], env=_env(stubs), timeout=TIMEOUT_S, check=True
-    )
-    assert stop.returncode == 0
+    started = time.monotonic()
+    subprocess.run(["bash", str(SCRIPT), "--stop"], env=_env(stubs), timeout=TIMEOUT_S, check=True)
+    assert time.monotonic() - started < 5.0  # returns once the loop is gone, not at its timeout
     assert loop.wait(timeout=TIMEOUT_S) == 0
     assert len(_lines(stubs / "star-calls")) == 2  # stopped, not restarted
     assert not (stubs / "run" / "star-serve.pid").exists()
+    assert not (stubs / "run" / "star-head.pid").exists()
+
+
+def test_a_second_loop_refuses_to_start_while_one_runs(stubs, start):
+    (stubs / "ray-up").touch()
+    first = start()
+    _wait_for(lambda: (stubs / "run" / "star-serve.pid").exists(), "the first service")
+    second = subprocess.run(
+        ["bash", str(SCRIPT)], env=_env(stubs), capture_output=True, text=True, timeout=TIMEOUT_S
+    )
+    assert second.returncode == 1
+    assert f"already running (pid {first.pid})" in second.stderr
+    assert len(_lines(stubs / "star-calls")) == 1
+
+
+def test_stop_while_waiting_for_the_ray_head_never_starts_the_service(stubs, start):
+    loop = start()
+    _wait_for(lambda: (stubs / "ray-calls").exists(), "a health check")
+    subprocess.run(["bash", str(SCRIPT), "--stop"], env=_env(stubs), timeout=TIMEOUT_S, check=True)
+    assert loop.wait(timeout=TIMEOUT_S) == 0
+    (stubs / "ray-up").touch()
+    assert not (stubs / "star-calls").exists()
 
 
 def test_a_clean_exit_is_not_restarted(stubs, start):
