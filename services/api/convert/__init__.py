@@ -1,0 +1,90 @@
+"""The one place where protos (``services.generated``) and domain values (``services.domain``) meet.
+
+- ``spec``: JobSpec <-> ``TrainingSpec`` (validated once, defaults resolved), canonical JSON;
+- ``records``: Job / JobEvent / Checkpoint / Schedule records -> protos, enum mappings,
+  evaluation summaries;
+- ``requests``: request protos -> validated values with ConfigError fields that are paths in
+  the request (``spec.estimator.sigma``), for the servicer to answer INVALID_ARGUMENT with.
+
+Use it as ``from services.api import convert``; every public name is re-exported here::
+
+    submission = convert.submit_request(request)          # ConfigError names the field
+    job, created = store.create_job(submission.spec_json, request_id=submission.request_id)
+    return convert.job_to_proto(job)
+
+    training = convert.spec_from_json(job.spec_json)      # the runner: MetaTrainConfig + more
+"""
+
+from services.api.convert.records import (
+    CHECKPOINT_LABEL,
+    checkpoint_to_proto,
+    evaluation_summary,
+    event_to_proto,
+    from_timestamp,
+    job_to_proto,
+    metrics_from_proto,
+    metrics_to_proto,
+    policy_from_proto,
+    schedule_to_proto,
+    state_from_proto,
+    state_to_proto,
+    summary_to_proto,
+    timestamp,
+)
+from services.api.convert.requests import (
+    EvaluationSubmission,
+    ScheduleSubmission,
+    Submission,
+    evaluate_request,
+    evaluation_job_from_json,
+    resolve_spec,
+    schedule_request,
+    states_filter,
+    submit_request,
+)
+from services.api.convert.spec import (
+    OPTIMIZER_KINDS,
+    canonical_json,
+    evaluation_from_proto,
+    evaluation_to_proto,
+    proto_path,
+    proto_path_from_message,
+    spec_from_json,
+    spec_from_proto,
+    spec_to_proto,
+)
+
+__all__ = [
+    "CHECKPOINT_LABEL",
+    "OPTIMIZER_KINDS",
+    "EvaluationSubmission",
+    "ScheduleSubmission",
+    "Submission",
+    "canonical_json",
+    "checkpoint_to_proto",
+    "evaluate_request",
+    "evaluation_from_proto",
+    "evaluation_job_from_json",
+    "evaluation_summary",
+    "evaluation_to_proto",
+    "event_to_proto",
+    "from_timestamp",
+    "job_to_proto",
+    "metrics_from_proto",
+    "metrics_to_proto",
+    "policy_from_proto",
+    "proto_path",
+    "proto_path_from_message",
+    "resolve_spec",
+    "schedule_request",
+    "schedule_to_proto",
+    "spec_from_json",
+    "spec_from_proto",
+    "spec_to_proto",
+    "state_from_proto",
+    "state_to_proto",
+    "states_filter",
+    "submit_request",
+    "summary_to_proto",
+    "timestamp",
+]
