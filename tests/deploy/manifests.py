@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
 import tomllib
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -56,3 +57,57 @@ def worker_group(cluster: dict[str, Any], name: str) -> dict[str, Any]:
 
 def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container.get("env", [])}
+
+
+class Instruction(NamedTuple):
+    cmd: str  # FROM, RUN, COPY, ... (upper case)
+    flags: tuple[str, ...]  # --chown=..., --chmod=...
+    value: tuple[str, ...]  # RUN: the whole shell line; otherwise the words
+
+
+def read_dockerfile(text: str) -> list[Instruction]:
+    """Instructions of a Dockerfile: comments dropped, backslash-continued lines joined."""
+    out, pending = [], ""
+    for line in text.splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if pending and line.lstrip().startswith("#"):
+            continue  # a comment inside a continued instruction
+        pending += line.rstrip()
+        if pending.endswith("\\"):
+            pending = pending[:-1] + " "
+            continue
+        cmd, _, rest = pending.strip().partition(" ")
+        pending = ""
+        if cmd.upper() == "RUN":
+            out.append(Instruction("RUN", (), (" ".join(rest.split()),)))
+            continue
+        words = shlex.split(rest)
+        flags = tuple(w for w in words if w.startswith("--"))
+        out.append(Instruction(cmd.upper(), flags, tuple(w for w in words if w not in flags)))
+    return out
+
+
+def dockerfile_instructions() -> list[Instruction]:
+    return read_dockerfile(DOCKERFILE.read_text())
+
+
+def ray_image() -> str:
+    """The rayproject/ray image the Dockerfile builds on, its ARGs filled in."""
+    (first_from, *_) = [c for c in dockerfile_instructions() if c.cmd == "FROM"]
+    image = first_from.value[0]
+    for name, value in global_args().items():
+        image = image.replace(f"${{{name}}}", value)
+    return image
+
+
+def global_args() -> dict[str, str]:
+    """The Dockerfile's ARGs declared before its first FROM, with their defaults."""
+    args = {}
+    for cmd in dockerfile_instructions():
+        if cmd.cmd == "FROM":
+            break
+        if cmd.cmd == "ARG":
+            name, _, default = cmd.value[0].partition("=")
+            args[name] = default
+    return args

@@ -8,81 +8,41 @@ that the files it copies are enough to build the project's wheel.
 from __future__ import annotations
 
 import re
-import shlex
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 from packaging.specifiers import SpecifierSet
 
 from tests.deploy import REPO, dev_tool
-from tests.deploy.manifests import DOCKERFILE, RAY_VERSION, pyproject
+from tests.deploy.manifests import (
+    DOCKERFILE,
+    RAY_VERSION,
+    Instruction,
+    dockerfile_instructions,
+    global_args,
+    pyproject,
+)
 
 DOCKERIGNORE = DOCKERFILE.with_name("Dockerfile.dockerignore")
 RAY_IMAGE = "rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-cpu"
 OPTIONAL_SOURCES = {"constraints.tx[t]"}  # a glob that copies constraints.txt when it exists
 
 
-class Instruction(NamedTuple):
-    cmd: str  # FROM, RUN, COPY, ... (upper case)
-    flags: tuple[str, ...]  # --chown=..., --chmod=...
-    value: tuple[str, ...]  # RUN: the whole shell line; otherwise the words
-
-
-def read_dockerfile(text: str) -> list[Instruction]:
-    """Instructions of a Dockerfile: comments dropped, backslash-continued lines joined."""
-    out, pending = [], ""
-    for line in text.splitlines():
-        if not pending and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        if pending and line.lstrip().startswith("#"):
-            continue  # a comment inside a continued instruction
-        pending += line.rstrip()
-        if pending.endswith("\\"):
-            pending = pending[:-1] + " "
-            continue
-        cmd, _, rest = pending.strip().partition(" ")
-        pending = ""
-        if cmd.upper() == "RUN":
-            out.append(Instruction("RUN", (), (" ".join(rest.split()),)))
-            continue
-        words = shlex.split(rest)
-        flags = tuple(w for w in words if w.startswith("--"))
-        out.append(Instruction(cmd.upper(), flags, tuple(w for w in words if w not in flags)))
-    return out
-
-
-def commands() -> list[Instruction]:
-    return read_dockerfile(DOCKERFILE.read_text())
-
-
 def stages() -> dict[str, list[Instruction]]:
     """Instructions by stage name (the name after AS), in file order."""
     out: dict[str, list[Instruction]] = {}
     current = None
-    for cmd in commands():
+    for cmd in dockerfile_instructions():
         if cmd.cmd == "FROM":
             current = cmd.value[-1]
             out[current] = []
         elif current is not None:
             out[current].append(cmd)
     return out
-
-
-def global_args() -> dict[str, str]:
-    """ARGs declared before the first FROM, with their defaults."""
-    args = {}
-    for cmd in commands():
-        if cmd.cmd == "FROM":
-            break
-        if cmd.cmd == "ARG":
-            name, _, default = cmd.value[0].partition("=")
-            args[name] = default
-    return args
 
 
 def copy_sources(stage: list[Instruction]) -> list[str]:
@@ -114,7 +74,7 @@ def env_of(stage: list[Instruction]) -> dict[str, str]:
 def test_stages_and_default_target():
     names = list(stages())
     assert names == ["base", "cuda12", "cpu"]  # the last stage, `cpu`, is what a plain build makes
-    froms = [cmd.value for cmd in commands() if cmd.cmd == "FROM"]
+    froms = [cmd.value for cmd in dockerfile_instructions() if cmd.cmd == "FROM"]
     assert froms == [(RAY_IMAGE, "AS", "base"), ("base", "AS", "cuda12"), ("base", "AS", "cpu")]
 
 
