@@ -42,7 +42,7 @@ from star_core.estimators import EstimatorConfig, make_estimator
 from star_core.estimators.unroll import tile_signs
 
 ADAM_LEARNING_RATE = 1e-3  # ceiling optimizer; its value does not change the cost
-DEFAULT_HORIZON = 2000  # spec default episode length (resets are 1/T of the iterations)
+DEFAULT_HORIZON = 2000  # default episode length T (resets are 1/T of the iterations)
 SEED = 0
 
 

@@ -4,7 +4,7 @@
   The config comes from CONFIG (a JSON file), else from ``DIR/config.json`` (resuming), else the
   defaults; flags override single fields. A folder holding a checkpoint is resumed.
 - ``star eval (--checkpoint PATH | --baseline NAME) --task NAME --steps N --seeds K --out DIR``:
-  the evaluation protocol of spec §4; writes ``eval.json`` and ``curves.png``.
+  the evaluation protocol (docs/algorithm.md); writes ``eval.json`` and ``curves.png``.
 - ``star compare --checkpoint PATH ... --baseline NAME ... --task NAME --out DIR``: several
   optimizers on one task; writes ``compare.json`` and ``compare.png``.
 
@@ -89,7 +89,7 @@ def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _register_eval(subparsers) -> None:
-    parser = subparsers.add_parser("eval", help="evaluate one optimizer on a task (spec §4)")
+    parser = subparsers.add_parser("eval", help="evaluate one optimizer on a task")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint", help="checkpoint file or meta-training run folder")
     which.add_argument("--baseline", help=f"adam, sgdm, aggmo or {TUNED_ADAM}")

@@ -80,6 +80,15 @@ class CheckpointStore:
         """The record's file opened for binary reading (see :meth:`path`)."""
         return open(self.path(record), "rb")  # noqa: SIM115 (the caller closes it)
 
+    def read_bytes(self, record: CheckpointRecord) -> bytes:
+        """The whole file, checked against the record's size and SHA-256 (ValueError if not:
+        a corrupt checkpoint is never used to resume or warm-start a job)."""
+        data = self.path(record).read_bytes()
+        if len(data) != record.size_bytes or hashlib.sha256(data).hexdigest() != record.sha256:
+            raise ValueError(f"checkpoint {record.checkpoint_id!r}: the file does not match its"
+                             " recorded size and SHA-256")
+        return data
+
     def read_chunk(self, record: CheckpointRecord, offset: int, length: int = CHUNK_SIZE) -> bytes:
         """Up to ``length`` bytes from ``offset`` (b"" at the end of the file).
 

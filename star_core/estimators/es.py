@@ -7,7 +7,7 @@ Gaussian smoothing of the meta-loss, ``L_sigma(theta) = E_eps[L(theta + eps)]`` 
     g = 1/P sum_j (Lbar+_j - Lbar-_j) eps_j / (2 sigma^2),
 
 with ``Lbar+-_j`` the mean normalized loss of pair ``j``'s truncation run at ``theta +- eps_j``
-(spec ``algorithm.md`` section 3.1). On ``L = 1/2 theta^T A theta`` the smoothed gradient is exactly
+(docs/algorithm.md, "Truncated ES"). On ``L = 1/2 theta^T A theta`` the smoothed gradient is exactly
 ``A theta``, and each sample is unbiased for it.
 
 *Truncated* ES unrolls ``K`` steps from a state shared by both signs. The estimate only sees how

@@ -3,9 +3,9 @@
 ``make_estimator(task, lopt, config)`` returns an ``Estimator`` with
 
 - ``init_state(theta, key) -> state``: ``P`` antithetic pairs, each on its own task copy, with
-  step counters staggered uniformly in ``[0, T)`` so that episode ends spread over time (spec
-  ``algorithm.md`` section 3.1). A pair starting at step ``s`` begins from a fresh model, so its
-  first episode is ``T - s`` steps long; every later episode is full length.
+  step counters staggered uniformly in ``[0, T)`` so that episode ends spread over time
+  (docs/algorithm.md, "Episodes and resets"). A pair starting at step ``s`` begins from a fresh
+  model, so its first episode is ``T - s`` steps long; every later episode is full length.
 - ``estimate(theta, key, state) -> (grad, state, metrics)``: one truncation of ``K`` inner steps
   for both signs of every pair, and the ES or PES meta-gradient (``es.py``, ``pes.py``). The data
   order comes from ``key``: an integer seed drawn from it selects
@@ -46,8 +46,8 @@ MAX_DATA_SEED = 2**31 - 1
 # A batch source maps (seed, num_pairs, num_steps) to a pytree of arrays shaped [K, P, ...].
 BatchSource = Callable[[int, int, int], PyTree]
 
-# Defaults of EstimatorConfig: spec algorithm.md section 3.1, "defaults to start from (the
-# reference launch template)".
+# Defaults of EstimatorConfig: the reference implementation's starting values
+# (docs/algorithm.md, "Meta-gradient estimators").
 DEFAULT_SIGMA = 0.01  # standard deviation of the antithetic perturbation of theta
 DEFAULT_TRUNCATION_LENGTH = 50  # inner steps K per truncation
 DEFAULT_HORIZON = 2000  # episode length T in inner steps

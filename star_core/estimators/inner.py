@@ -1,7 +1,7 @@
 """Adapter: a (task, learned optimizer) pair as an ``InnerProblem`` for the estimators.
 
 The inner state is the model parameters and the learned optimizer's state. One inner step at
-meta-parameters ``theta`` (spec ``algorithm.md`` section 3):
+meta-parameters ``theta`` (docs/algorithm.md, "Meta-loss"):
 
     loss_t, grads_t = value_and_grad(task.loss)(params_t, key_t, batch_t)
     updates, opt_state = lopt.transform(theta).update(grads_t, opt_state, params_t)

@@ -11,7 +11,7 @@ score-function identity, summed over the truncations ``i`` of an episode,
     grad E[sum_t l_t] = sum_i E[(L+_i - L-_i) (eps_1 + ... + eps_i)] / (2 sigma^2),
 
 where ``L+-_i`` is the loss of the steps of truncation ``i``. Per truncation, with
-``A~_j = A_j + eps_j`` (spec ``algorithm.md`` section 3.1):
+``A~_j = A_j + eps_j`` (docs/algorithm.md, "PES"):
 
     g_j = (l_old_j * A~_j + l_new_j * eps_j) / (2 sigma^2),     g = 1/P sum_j g_j,
 

@@ -8,7 +8,7 @@ An *inner problem* is two pure functions (``InnerProblem``):
 - ``step(theta, inner_state, batch, key) -> (inner_state, loss)``: one inner training step, where
   ``loss`` is the (normalized, finite) training loss of ``batch`` **before** the update, i.e. the
   term ``L_t(phi_t)`` of the meta-loss ``L(theta; T) = 1/T sum_{t=1..T} L_t(phi_t)``
-  (spec ``algorithm.md`` section 3, paper eq. 3).
+  (docs/algorithm.md, "Meta-loss"; paper eq. 3).
 
 ``unroll`` runs ``K`` steps of ``2P`` such problems: the leading axis of every per-trajectory
 array is ``2P``, the first ``P`` entries are the ``+`` members of the antithetic pairs

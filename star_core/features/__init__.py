@@ -1,7 +1,7 @@
 """Per-parameter input features of the learned optimizers: accumulators, normalization, time.
 
 ``update_accumulators`` folds a gradient into the momenta, second moment and Adafactor statistics;
-``build_features`` turns them into the 39 features of spec §2.2 (``FEATURE_NAMES``);
+``build_features`` turns them into the 39 features (``FEATURE_NAMES``, docs/algorithm.md);
 ``feature_groups`` gives the same channels un-tiled, for the optimizers' fused first layer.
 """
 

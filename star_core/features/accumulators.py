@@ -1,4 +1,4 @@
-"""Per-tensor accumulators of the learned optimizers, with meta-learned decays (spec §2.1).
+"""Per-tensor accumulators with meta-learned decays (docs/algorithm.md, "Accumulators").
 
 For every parameter tensor with gradient ``g`` the optimizer keeps, without bias correction:
 

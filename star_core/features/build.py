@@ -1,4 +1,4 @@
-"""The 39 per-entry input features of the learned optimizers, in the spec's order (spec §2.2).
+"""The 39 per-entry input features of the learned optimizers (docs/algorithm.md, "Features").
 
 For a parameter tensor with gradient ``g``, value ``p`` and accumulators (see ``accumulators``),
 the 28 normalized channels are, in order (``P_i`` the Adafactor preconditioner with decay i):
@@ -33,7 +33,7 @@ from star_core.features.time import NUM_TIME_FEATURES, TIME_SCALES, time_feature
 RMS_EPS = 1e-6  # in rsqrt(v + 1e-6), the second-moment preconditioner (also STAR's v(z)^2 floor)
 FACTORED_EPS = 1e-8  # in rsqrt(row + 1e-8) and rsqrt(col + 1e-8)
 
-# (name, number of channels) of the normalized feature groups, in the spec's order.
+# (name, number of channels) of the normalized feature groups, in the order of docs/algorithm.md.
 FEATURE_GROUPS = (
     ("grad", 1),
     ("param", 1),

@@ -1,4 +1,4 @@
-"""Per-tensor RMS normalization of the learned optimizers' input features (spec §2.2).
+"""Per-tensor RMS normalization of the learned optimizers' input features (docs/algorithm.md).
 
 Each of the 28 "normalized" feature channels ``x`` of a parameter tensor is divided by its
 root-mean-square over the whole tensor: ``x * rsqrt(1e-5 + mean(x^2))``. This is the only place

@@ -1,4 +1,4 @@
-"""Time features of the learned optimizers (spec §2.2, the last 11 input channels).
+"""Time features: the last 11 input channels (docs/algorithm.md, "Time features").
 
 ``tanh(t / tau - 1)`` for tau in {1, 3, 10, ..., 1e5}, where ``t`` is the number of updates already
 applied (0 on the first update). They are the same for every parameter entry and are not

@@ -5,7 +5,7 @@ P is trained with Adam on the meta-loss ``L(P; T) = 1/T sum_{t=1}^T E[l_t(phi_t)
 either the exact gradient of the closed form (``estimator="closed_form"``) or the average of
 ``num_samples`` single-trajectory gradients (``estimator="sample"``, the unbiased Monte-Carlo
 estimate whose variance Figure 2a plots). Non-finite gradient estimates are dropped (the step
-leaves P unchanged), as in the outer loop of spec Section 3.2. Every iteration records the exact
+leaves P unchanged), as in the outer step of docs/algorithm.md. Every iteration records the exact
 meta-loss of the current P and ``max_i |lambda_i(A)|`` of its dynamics matrix.
 """
 

@@ -15,13 +15,13 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-# Default dimension of the quadratic (the spec suggests 10-20).
+# Default dimension of the quadratic (the paper does not give its size; 10-20 is small and rich).
 DIMENSION = 10
 # Hessian spectrum: log-spaced eigenvalues in [H_EIG_MIN, H_EIG_MAX]; lambda_max(H) = 1 makes
 # alpha's stable range of Theorem 1 with P = 0 exactly [0, 2].
 H_EIG_MIN = 0.1
 H_EIG_MAX = 1.0
-# Standard deviation of each coordinate of xi_t (Sigma_xi = NOISE_SCALE**2 I, the spec's choice).
+# Standard deviation of each coordinate of xi_t (Sigma_xi = NOISE_SCALE**2 I = I).
 NOISE_SCALE = 1.0
 # Standard deviation of each coordinate of phi_0: the start's expected excess loss is
 # PHI0_SCALE**2 times the noise floor 1/2 tr(H Sigma_xi), so the optimizer has work to do.

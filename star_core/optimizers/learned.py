@@ -1,6 +1,6 @@
 """Machinery shared by the per-parameter learned optimizers (Blackbox, STAR, Hyperparam).
 
-One update, for every parameter tensor independently (spec §2): fold the gradient into the
+One update, for every tensor independently (docs/algorithm.md): fold the gradient into the
 accumulators (``features.update_accumulators``), build the 39 input features, run the MLP on every
 entry (``mlp.mlp_apply_groups``), and turn its K outputs into a step with the variant's head rule.
 The state is ``LearnedOptState(t, accumulators)``: ``t`` the number of updates already applied

@@ -1,4 +1,4 @@
-"""The per-parameter MLP shared by the learned optimizers (spec §2.3).
+"""The per-parameter MLP shared by the learned optimizers (docs/algorithm.md, "Network").
 
 ``39 -> 4 -> ReLU -> 4 -> ReLU -> K``, applied independently to the feature vector of every
 parameter entry. Weights are a standard normal truncated at +-2 and scaled by ``1/sqrt(fan_in)``

@@ -16,7 +16,7 @@ from star_core.tasks.language import LanguageModel
 from star_core.tasks.quadratic import NoisyQuadratic
 
 TASKS: dict[str, Task] = {
-    # Paper tasks (spec Section 5).
+    # Paper tasks (docs/tasks.md).
     "fmnist_mlp": ImageClassification("fmnist_mlp", "fashion_mnist", "mlp", (128, 128)),
     "cifar10_cnn": ImageClassification(
         "cifar10_cnn", "cifar10", "cnn", (32, 64, 64), strides=(2, 1, 1)

@@ -6,7 +6,7 @@ google/learned_optimization): ``init(key) -> params`` draws parameters (a plain 
 yields dicts of numpy arrays. With ``copies=K`` every array carries a leading axis K and each
 copy follows its own sample order, so the meta-training estimators can ``jax.vmap`` over copies.
 
-Loss normalization (spec Section 3): so that one diverging inner run cannot dominate a
+Loss normalization (docs/algorithm.md): so that one diverging inner run cannot dominate a
 meta-gradient, the per-step loss is clipped to ``[0, max_loss]`` and NaN/inf become ``max_loss``:
 
     normalizer(l) = max_loss            if l is NaN or +-inf

@@ -1,7 +1,7 @@
 """Image classification tasks: a model from ``models.vision`` on an image dataset.
 
 Loss: mean softmax cross-entropy of the logits on ``image / 255`` against ``label``
-(spec Section 5); ``max_loss = 1.5 ln(num_classes)``. Batches are
+(docs/tasks.md); ``max_loss = 1.5 ln(num_classes)``. Batches are
 ``{"image": uint8 (B, H, W, C), "label": int32 (B,)}`` (leading axis K with ``copies=K``); the
 images stay uint8 on the host and are scaled inside the (jitted) loss.
 """

@@ -1,6 +1,6 @@
 """Byte-level language-model tasks: an LSTM or a Transformer on LM1B or a text corpus.
 
-Loss: masked mean token cross-entropy of next-byte prediction (spec Section 5);
+Loss: masked mean token cross-entropy of next-byte prediction (docs/tasks.md);
 ``max_loss = 1.5 ln(BYTE_VOCAB)``. Batches are ``{"inputs", "targets": int32 (B, T),
 "mask": float32 (B, T)}`` (leading axis K with ``copies=K``).
 

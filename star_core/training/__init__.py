@@ -4,8 +4,8 @@
 - ``outer``: the outer optimizer (Adam, per-element clipping, outer weight decay on the MLP).
 - ``loop``: ``meta_train(config, out_dir)``, resumable bit for bit from its checkpoints.
 - ``checkpoint``: safetensors checkpoints; ``load_optimizer(path)`` gives an optax optimizer.
-- ``evaluate``: the evaluation protocol of spec §4 (``evaluate.evaluate``) and the tuned-Adam
-  baseline (``tune_adam``). The module keeps the name ``evaluate`` at package level.
+- ``evaluate``: the evaluation protocol of docs/algorithm.md (``evaluate.evaluate``) and the
+  tuned-Adam baseline (``tune_adam``). The module keeps the name ``evaluate`` at package level.
 """
 
 from star_core.training.checkpoint import (

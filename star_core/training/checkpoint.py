@@ -17,7 +17,7 @@ the same layout (:func:`save_tree` / :func:`load_tree`). Every file is written t
 file in the target folder, fsynced and moved into place with ``os.replace``, so a reader sees
 either the old file or the complete new one.
 
-Use a checkpoint with one line (spec §2.6)::
+Use a checkpoint with one line (docs/algorithm.md, "Use after meta-training")::
 
     tx = star_core.load_optimizer("run/checkpoints/step_001000.safetensors")
 """
@@ -347,16 +347,22 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_learned_optimizer(path: str | os.PathLike) -> tuple[Any, Any, dict[str, Any]]:
-    """``(LearnedOptimizer, theta, metadata)`` of a checkpoint file (or run folder).
+def load_learned_optimizer(
+    path: str | os.PathLike | bytes,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """``(LearnedOptimizer, theta, metadata)`` of a checkpoint file (or run folder, or the
+    bytes of a checkpoint file).
 
     theta is checked leaf by leaf against the optimizer's own meta-parameter structure, so a
     checkpoint of another optimizer or configuration fails with a clear error.
     """
     from star_core import optimizers  # the registry; imported here to keep import cheap
 
-    path = resolve_checkpoint_path(path)
-    checkpoint = load_checkpoint(path)
+    if isinstance(path, bytes):
+        checkpoint, path = load_checkpoint(path), "checkpoint data"
+    else:
+        path = resolve_checkpoint_path(path)
+        checkpoint = load_checkpoint(path)
     name, config = checkpoint.metadata["optimizer"], checkpoint.metadata["optimizer_config"]
     if name not in optimizers.OPTIMIZERS:
         known = sorted(optimizers.OPTIMIZERS)

@@ -1,8 +1,8 @@
 """``MetaTrainConfig``: everything that defines one meta-training run, validated once.
 
-A run (spec §3) meta-trains the learned optimizer ``optimizer`` (with constants
+A run (docs/algorithm.md) meta-trains the learned optimizer ``optimizer`` (with constants
 ``optimizer_config``) on the tasks ``tasks`` with the gradient estimator ``estimator``
-(ES or PES) and the outer optimizer of spec §3.2 (Adam at ``outer_learning_rate``, each
+(ES or PES) and the outer step of docs/algorithm.md (Adam at ``outer_learning_rate``, each
 meta-gradient element clipped to ``[-clip, clip]``, outer weight decay
 ``outer_weight_decay * ||theta_mlp||^2``, on every meta-parameter when ``decay_all``).
 With several tasks, each outer step uses one, chosen by a schedule derived from ``seed``.
@@ -24,13 +24,13 @@ from star_core import optimizers, tasks
 from star_core.errors import ConfigError
 from star_core.estimators import EstimatorConfig
 
-# Defaults of the outer loop (spec §3.2), set by the measurements in docs/results.md
+# Defaults of the outer step (docs/algorithm.md), set by the measurements in docs/results.md
 # (experiments/paper_claims.py): on digits_mlp, 150 outer steps of STAR at outer learning rates
-# 1e-3 / 3e-3 / 1e-2 reached meta-losses 0.225 / 0.161 / 0.122; 3e-3 is the top of the spec's
-# range. Outer weight decay 2.0 kept the held-out loss of STAR (beta3 = 1e-5) bounded at 50x
-# the horizon where 0.2 let it blow up (0.71 vs 9.4). Weight decay in optax's convention
-# (gradient + lambda * theta_mlp, training/outer.py); these runs were made as 1.0 and 0.1 under the
-# former penalty lambda * ||theta_mlp||^2, whose trajectories are the same.
+# 1e-3 / 3e-3 / 1e-2 reached meta-losses 0.225 / 0.161 / 0.122; 3e-3 is the top of the
+# starting range 1e-4..3e-3. Outer weight decay 2.0 kept the held-out loss of STAR
+# (beta3 = 1e-5) bounded at 50x the horizon where 0.2 let it blow up (0.71 vs 9.4).
+# Weight decay in optax's convention (gradient + lambda * theta_mlp, training/outer.py); these
+# runs were made as 1.0 and 0.1 under the former penalty lambda * ||theta_mlp||^2, whose trajectories are the same.
 DEFAULT_OUTER_LEARNING_RATE = 3e-3
 DEFAULT_CLIP = 3.0
 DEFAULT_OUTER_WEIGHT_DECAY = 2.0

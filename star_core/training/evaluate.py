@@ -1,4 +1,4 @@
-"""The evaluation protocol of spec §4: train a task with an optimizer from several seeds.
+"""The evaluation protocol of docs/algorithm.md: train a task with an optimizer from several seeds.
 
 For each seed ``s`` the inner model starts from ``task.init(init_key_s)`` and is trained for N
 steps on ``task.batches(s)``. The training curve has N + 1 points::
@@ -6,7 +6,7 @@ steps on ``task.batches(s)``. The training curve has N + 1 points::
     curve[t] = loss(params_t, batch_t)      t = 0..N
 
 where ``params_t`` are the parameters after t updates (``curve[t]`` is measured before update
-t + 1, as in the meta-objective of spec §3). Per seed:
+t + 1, as in the meta-loss of docs/algorithm.md). Per seed:
 
 - ``initial_loss = curve[0]``, ``final_loss = curve[N]``;
 - ``mean_loss = mean(curve[0:N])``: the meta-objective ``1/N sum_t L_t(phi_t)``;
@@ -22,7 +22,7 @@ over runs, ``jax.lax.scan`` over steps in chunks of at most ``MAX_CHUNK`` steps 
 batches of one chunk fit in memory). Every run's numbers depend only on its own seed and
 hyperparameters, not on which other runs share the batch.
 
-Tuned Adam (the spec's main baseline): Adam at every learning rate of a log grid over
+Tuned Adam (the main baseline): Adam at every learning rate of a log grid over
 [1e-4, 1e-1]; the rate with the lowest mean (over seeds) ``mean_loss`` is kept.
 """
 

@@ -1,4 +1,4 @@
-"""``meta_train``: single-process meta-training that stops and resumes exactly (spec §3).
+"""``meta_train``: single-process meta-training that stops and resumes exactly (docs/algorithm.md).
 
 ``meta_train`` is one learner (``learner.py``: theta, the outer optimizer, checkpoints) and one
 worker (``worker.py``: the ES/PES estimators and their PES particles) in one process: the same

@@ -1,7 +1,7 @@
 """The outer (meta) optimizer: Adam on theta, with element-wise clipping and outer weight decay.
 
-Meta-training minimizes the regularized meta-objective (spec §2.5 and §3.2; Harrison, Metz,
-Sohl-Dickstein 2022, Section 5, "magnitude control via weight decay")::
+Meta-training minimizes the regularized meta-objective (docs/algorithm.md, "Outer step";
+Harrison, Metz, Sohl-Dickstein 2022, Section 5, "magnitude control via weight decay")::
 
     J(theta) = L(theta; T) + lambda / 2 * ||theta_mlp||^2
 
@@ -62,7 +62,7 @@ def outer_optimizer(
     """Adam with per-element clipping of the (regularized) meta-gradient.
 
     Args:
-      learning_rate: Adam's step size (the spec's default is about 1e-3).
+      learning_rate: Adam's step size (the library's default is 3e-3, docs/results.md).
       clip: each meta-gradient element is clipped to ``[-clip, clip]``.
       weight_decay: ``lambda`` of the penalty ``lambda / 2 * ||theta_mlp||^2`` (its gradient,
         ``lambda * theta_mlp``, is added to the estimate, as ``optax.add_decayed_weights``).

@@ -25,7 +25,7 @@ PAPER = (
 )  # fmt: skip
 # Examples per copy used for the loss at initialization (keeps the big models cheap on a CPU).
 LOSS_EXAMPLES = 8
-# Expected batch shapes of the paper tasks (spec Section 5), per copy.
+# Expected batch shapes of the paper tasks (docs/tasks.md), per copy.
 PAPER_SHAPES = {
     "fmnist_mlp": {"image": (128, 28, 28, 1), "label": (128,)},
     "cifar10_cnn": {"image": (128, 32, 32, 3), "label": (128,)},

@@ -18,7 +18,6 @@ Use it as ``from services.api import convert``; every public name is re-exported
 from services.api.convert.records import (
     CHECKPOINT_LABEL,
     checkpoint_to_proto,
-    evaluation_summary,
     event_to_proto,
     from_timestamp,
     job_to_proto,
@@ -65,7 +64,6 @@ __all__ = [
     "evaluate_request",
     "evaluation_from_proto",
     "evaluation_job_from_json",
-    "evaluation_summary",
     "evaluation_to_proto",
     "event_to_proto",
     "from_timestamp",

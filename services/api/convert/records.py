@@ -1,8 +1,7 @@
 """Domain records -> protos: Job, JobEvent, Checkpoint, Schedule, metrics, evaluation summaries.
 
-Also the enum mappings both ways (``JobState`` <-> ``job_pb2.JobState`` ...) and
-:func:`evaluation_summary`, which turns a ``star_core`` evaluation result into the stored
-summary (a JSON object with the fields of the EvaluationSummary proto).
+Also the enum mappings both ways (``JobState`` <-> ``job_pb2.JobState`` ...). Evaluation
+summaries are made by ``services.cluster.evaluation.evaluation_summary``.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -33,7 +31,6 @@ from star_core.errors import ConfigError
 FLOAT_METRICS = ("meta_loss", "inner_steps_per_second", "grad_norm", "outer_step_seconds")
 COUNT_METRICS = ("dropped_estimates", "stale_dropped", "worker_restarts")
 # Points of the mean loss curve an evaluation summary keeps (including step 0 and the last).
-CURVE_POINTS = 200
 # The label of the evaluated meta-parameters in an evaluation summary.
 CHECKPOINT_LABEL = "checkpoint"
 
@@ -183,29 +180,3 @@ def schedule_to_proto(schedule: Schedule) -> schedule_pb2.Schedule:
     return out
 
 
-def _finite_or_none(value: Any) -> float | None:
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
-def evaluation_summary(result: Any, label: str | None = None) -> dict[str, Any]:
-    """The stored summary of a ``star_core.training.evaluate.EvalResult``.
-
-    Means over seeds (None when not finite), the count of diverged runs, and the mean loss
-    curve at up to CURVE_POINTS evenly spaced steps (a non-finite mean is None).
-    """
-    rows = result.per_seed()
-    curves = np.asarray(result.curves, np.float64)
-    steps = np.unique(np.linspace(0, result.steps, min(CURVE_POINTS, result.steps + 1))
-                      .round().astype(int))
-    mean_curve = curves.mean(axis=0)[steps]
-    return {
-        "label": label or result.label,
-        "task": result.task,
-        "steps": int(result.steps),
-        "seeds": [int(s) for s in result.seeds],
-        **{k: _finite_or_none(np.mean([r[k] for r in rows]))
-           for k in ("initial_loss", "final_loss", "mean_loss")},
-        "diverged": int(sum(bool(r["diverged"]) for r in rows)),
-        "curve_steps": [int(s) for s in steps],
-        "curve": [_finite_or_none(v) for v in mean_curve],
-    }

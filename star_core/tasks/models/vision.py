@@ -1,4 +1,4 @@
-"""Image classifiers of the tasks (spec Section 5), as pure (init, apply) functions.
+"""Image classifiers of the tasks (docs/tasks.md), as pure (init, apply) functions.
 
 - ``mlp``: flatten -> [dense -> (LayerNorm) -> ReLU] per hidden width -> dense to the classes
   (``fmnist_mlp``, ``digits_mlp``; ``cifar10_mlp_ln`` with LayerNorm);

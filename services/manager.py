@@ -1,0 +1,192 @@
+"""The job manager: admits jobs, runs them on the cluster, cancels them, recovers after a restart.
+
+The servicer stays stateless over the store and calls the manager for what changes jobs. The
+manager owns the runners of the jobs that run in this service process:
+
+- ``submit`` creates a PENDING job in the store (idempotent on ``request_id``; at most
+  ``max_jobs`` active jobs, else ResourceExhausted) and wakes the dispatcher;
+- the dispatcher starts PENDING jobs, oldest first, while fewer than ``max_running`` run (the
+  others wait in PENDING; Ray would also queue their actors, but a waiting job should hold no
+  actor);
+- ``cancel``: PENDING -> CANCELLED at once; RUNNING -> CANCELLING, then the runner's learner
+  checkpoints and the job becomes CANCELLED; a finished job is left as it is (a no-op);
+- ``recover`` (at start): SQLite is the source of truth. Every job the store says is RUNNING
+  was interrupted (the service died): it goes back to PENDING (its step rewound to its latest
+  checkpoint) and is resumed from that checkpoint; a CANCELLING job becomes CANCELLED (its
+  latest checkpoint stands). Leftover actors of those jobs are removed by the runner before
+  it starts a new learner;
+- ``shutdown`` asks every runner to checkpoint and stop; their jobs go back to PENDING and
+  resume when the service starts again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from services.cluster.evaluation import EvaluationRunner
+from services.cluster.runner import StopReason, TrainingRunner
+from services.domain import Job, JobKind, JobState
+
+logger = logging.getLogger(__name__)
+
+# Default bound of active (pending, running, cancelling) jobs.
+DEFAULT_MAX_JOBS = 100
+# Default number of jobs running at once (the others wait in PENDING).
+DEFAULT_MAX_RUNNING = 4
+# Seconds shutdown waits for the runners to checkpoint and stop.
+SHUTDOWN_TIMEOUT_S = 120.0
+
+
+class JobManager:
+    """See the module docstring. ``parse_training(spec_json)`` / ``parse_evaluation(spec_json)``
+    turn a stored spec back into a TrainingSpec / EvaluationJobSpec (``services.api.convert``)."""
+
+    def __init__(
+        self,
+        store: Any,
+        checkpoints: Any,
+        parse_training: Callable[[str], Any],
+        parse_evaluation: Callable[[str], Any],
+        *,
+        max_jobs: int = DEFAULT_MAX_JOBS,
+        max_running: int = DEFAULT_MAX_RUNNING,
+    ):
+        self.store = store
+        self.checkpoints = checkpoints
+        self.parse_training = parse_training
+        self.parse_evaluation = parse_evaluation
+        self.max_jobs = max_jobs
+        self.max_running = max_running
+        self.runners: dict[str, Any] = {}
+        self.tasks: dict[str, asyncio.Task] = {}
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task | None = None
+        self._closing = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover interrupted jobs, then start dispatching."""
+        await self.recover()
+        self._dispatcher = asyncio.create_task(self._dispatch(), name="star-dispatcher")
+        self.wake()
+
+    async def recover(self) -> None:
+        """Requeue the jobs a dead service left RUNNING; finish the CANCELLING ones."""
+        for job in await asyncio.to_thread(self._all_jobs, [JobState.RUNNING]):
+            latest = await asyncio.to_thread(self.store.latest_checkpoint, job.job_id)
+            step = latest.step if latest else 0
+            await asyncio.to_thread(
+                self.store.transition, job.job_id, JobState.PENDING,
+                f"the service restarted: resuming from step {step}", rewind_to_step=step)
+        for job in await asyncio.to_thread(self._all_jobs, [JobState.CANCELLING]):
+            await asyncio.to_thread(self.store.transition, job.job_id, JobState.CANCELLED,
+                                    "cancelled (the service restarted meanwhile)")
+
+    def _all_jobs(self, states: list[JobState]) -> list[Job]:
+        jobs, token = [], None
+        while token != "":
+            page, token = self.store.list_jobs(states, page_size=1000, page_token=token or "")
+            jobs.extend(page)
+        return jobs
+
+    async def shutdown(self) -> None:
+        """Checkpoint and stop every running job (they resume on the next start)."""
+        self._closing = True
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+        await asyncio.gather(*(r.stop(StopReason.SHUTDOWN) for r in self.runners.values()))
+        if self.tasks:
+            done, pending = await asyncio.wait(self.tasks.values(), timeout=SHUTDOWN_TIMEOUT_S)
+            for task in pending:
+                task.cancel()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        spec_json: str,
+        *,
+        kind: JobKind = JobKind.TRAINING,
+        request_id: str = "",
+        schedule_id: str = "",
+        fire_time: datetime | None = None,
+    ) -> Job:
+        """Create a PENDING job (see the module docstring); the same request_id returns the
+        same job."""
+        job, created = await asyncio.to_thread(
+            self.store.create_job, spec_json, kind=kind, request_id=request_id,
+            schedule_id=schedule_id, fire_time=fire_time, max_active=self.max_jobs)
+        if created:
+            self.wake()
+        return job
+
+    async def submit_spec_json(self, spec_json: str, *, request_id: str = "",
+                               schedule_id: str = "", fire_time: datetime | None = None) -> Job:
+        """A training job (the interface the scheduler uses)."""
+        return await self.submit(spec_json, request_id=request_id, schedule_id=schedule_id,
+                                 fire_time=fire_time)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job; a finished job is returned unchanged."""
+        job, changed = await asyncio.to_thread(self.store.request_cancel, job_id)
+        runner = self.runners.get(job_id)
+        if changed and runner is not None:
+            await runner.stop(StopReason.CANCEL)
+        return job
+
+    def wake(self) -> None:
+        """Tell the dispatcher that a job may be ready to start."""
+        self._wake.set()
+
+    # -- dispatching ---------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self._start_pending()
+            except Exception:  # keep dispatching; the next wake retries
+                logger.exception("dispatcher")
+
+    async def _start_pending(self) -> None:
+        free = self.max_running - len(self.runners)
+        if free <= 0:
+            return
+        pending = await asyncio.to_thread(self._all_jobs, [JobState.PENDING])
+        for job in sorted(pending, key=lambda j: j.create_time)[:free]:
+            if job.job_id not in self.runners:
+                self._launch(job)
+
+    def _launch(self, job: Job) -> None:
+        try:
+            if job.kind is JobKind.TRAINING:
+                runner = TrainingRunner(self.store, self.checkpoints, job.job_id,
+                                        self.parse_training(job.spec_json))
+            else:
+                runner = EvaluationRunner(self.store, self.checkpoints, job.job_id,
+                                          self.parse_evaluation(job.spec_json))
+        except Exception as err:  # a stored spec that no longer parses
+            logger.exception("job %s: bad stored spec", job.job_id)
+            self.store.transition(job.job_id, JobState.FAILED, f"invalid stored spec: {err}")
+            return
+        self.runners[job.job_id] = runner
+        task = asyncio.create_task(self._run(job.job_id, runner), name=f"star-{job.job_id}")
+        self.tasks[job.job_id] = task
+
+    async def _run(self, job_id: str, runner: Any) -> None:
+        try:
+            state = await runner.run()
+            logger.info("job %s ended %s", job_id, state.value)
+        except Exception:
+            logger.exception("job %s: runner crashed", job_id)
+        finally:
+            self.runners.pop(job_id, None)
+            self.tasks.pop(job_id, None)
+            if not self._closing:
+                self.wake()
