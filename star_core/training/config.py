@@ -30,7 +30,8 @@ from star_core.estimators import EstimatorConfig
 # starting range 1e-4..3e-3. Outer weight decay 2.0 kept the held-out loss of STAR
 # (beta3 = 1e-5) bounded at 50x the horizon where 0.2 let it blow up (0.71 vs 9.4).
 # Weight decay in optax's convention (gradient + lambda * theta_mlp, training/outer.py); these
-# runs were made as 1.0 and 0.1 under the former penalty lambda * ||theta_mlp||^2, whose trajectories are the same.
+# runs were made as 1.0 and 0.1 under the former penalty lambda * ||theta_mlp||^2, whose
+# trajectories are the same.
 DEFAULT_OUTER_LEARNING_RATE = 3e-3
 DEFAULT_CLIP = 3.0
 DEFAULT_OUTER_WEIGHT_DECAY = 2.0
