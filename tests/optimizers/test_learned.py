@@ -10,6 +10,7 @@ import pytest
 
 from star_core import optimizers
 from star_core.features import (
+    as_rank1,
     build_features,
     decays_from_offsets,
     feature_groups,
@@ -143,8 +144,8 @@ def test_hyperparam_follows_eq_21_on_the_reference_features():
     np.testing.assert_allclose(first_update(opt, theta), want, rtol=1e-5, atol=1e-9)
 
 
-@pytest.mark.parametrize("shape", [(2, 3, 4), (3, 3, 2, 4)])
-def test_fused_first_layer_equals_the_plain_definition_on_rank3_and_rank4(star_theta, shape):
+@pytest.mark.parametrize("shape", [(), (5,), (2, 3, 4), (3, 3, 2, 4)])  # rank 2: tests above
+def test_fused_first_layer_equals_the_plain_definition(star_theta, shape):
     # The optimizers fold normalization and time features into the first layer and broadcast the
     # row/column statistics (mlp_apply_groups); the plain definition materializes S + (39,).
     k_grad, k_param = jax.random.split(jax.random.key(len(shape)))
@@ -157,9 +158,12 @@ def test_fused_first_layer_equals_the_plain_definition_on_rank3_and_rank4(star_t
     step = jnp.asarray(1)
     plain = mlp_apply(star_theta["mlp"], build_features(grad, param, acc, step))
     fused = jnp.stack(
-        mlp_apply_groups(star_theta["mlp"], feature_groups(grad, param, acc), step), axis=-1
+        mlp_apply_groups(
+            star_theta["mlp"], feature_groups(as_rank1(grad), as_rank1(param), acc), step
+        ),
+        axis=-1,
     )
-    assert fused.shape == shape + (3,)
+    assert fused.shape == (shape or (1,)) + (3,)
     np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-6)
 
 
