@@ -16,7 +16,7 @@ import logging
 import sys
 
 # Command-group modules under services.cli, in the order `star --help` lists them.
-COMMAND_MODULES = ("nqm", "data", "train")
+COMMAND_MODULES = ("nqm", "data", "train", "serve")
 
 USER_ERROR_EXIT = 2
 
