@@ -185,9 +185,10 @@ class Schedule:
 
 @dataclasses.dataclass(frozen=True)
 class Firing:
-    """What one firing of a schedule did: job_id is "" when it created no job (outcome)."""
+    """What one firing of a schedule did: job_id is "" when it created no job (outcome).
+    "queued": it waits for the schedule's previous job to end (``services.schedule``)."""
 
     schedule_id: str
     fire_time: datetime
     job_id: str
-    outcome: str  # "created" or "skipped"
+    outcome: str  # "created", "skipped" or "queued"

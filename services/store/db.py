@@ -109,8 +109,26 @@ _SCHEMA_V1 = (
         PRIMARY KEY (schedule_id, fire_time)
     )""",
 )
+# v2: a firing can be "queued" (it waits for the schedule's previous job to end, or for a free
+# job slot; services.schedule): SQLite cannot change a CHECK, so the table is rebuilt. At most
+# one queued firing per schedule (a partial unique index).
+_SCHEMA_V2 = (
+    """CREATE TABLE firings_v2 (
+        schedule_id TEXT NOT NULL REFERENCES schedules (schedule_id) ON DELETE CASCADE,
+        fire_time INTEGER NOT NULL,
+        job_id TEXT REFERENCES jobs (job_id),   -- NULL: the firing created no job (yet)
+        outcome TEXT NOT NULL CHECK (outcome IN ('created', 'skipped', 'queued')),
+        time INTEGER NOT NULL,
+        PRIMARY KEY (schedule_id, fire_time)
+    )""",
+    "INSERT INTO firings_v2 (schedule_id, fire_time, job_id, outcome, time)"
+    " SELECT schedule_id, fire_time, job_id, outcome, time FROM firings",
+    "DROP TABLE firings",
+    "ALTER TABLE firings_v2 RENAME TO firings",
+    "CREATE UNIQUE INDEX firings_one_queued ON firings (schedule_id) WHERE outcome = 'queued'",
+)
 # (version, statements), in order. Never edit a released migration: append a new one.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _SCHEMA_V1),)
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2))
 
 
 def to_micros(time: datetime) -> int:

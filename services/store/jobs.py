@@ -108,9 +108,11 @@ def create_job(
          schedule_id or None, fire_time if schedule_id else None, now, now),
     )
     if schedule_id:
-        conn.execute(
+        conn.execute(  # a queued firing (services.schedule) becomes created
             "INSERT INTO firings (schedule_id, fire_time, job_id, outcome, time)"
-            " VALUES (?, ?, ?, 'created', ?)",
+            " VALUES (?, ?, ?, 'created', ?) ON CONFLICT (schedule_id, fire_time) DO UPDATE"
+            " SET job_id = excluded.job_id, outcome = 'created', time = excluded.time"
+            " WHERE outcome = 'queued'",
             (schedule_id, fire_time, job_id, now),
         )
         conn.execute(

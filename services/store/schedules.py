@@ -35,7 +35,9 @@ def create_schedule(conn: sqlite3.Connection, fields: dict[str, Any], request_id
             "SELECT * FROM schedules WHERE request_id = ?", (request_id,)
         ).fetchone()
         if row is not None:
-            if any(row[name] != value for name, value in fields.items()):
+            # next_fire_time is computed from the clock, not sent: a retry later still matches
+            if any(row[name] != value for name, value in fields.items()
+                   if name != "next_fire_time"):
                 raise AlreadyExists(
                     f"request_id {request_id!r} was used for schedule {row['schedule_id']}"
                     " with a different request"
@@ -119,13 +121,44 @@ def record_skipped_firing(
     conn: sqlite3.Connection, schedule_id: str, fire_time: int, now: int
 ) -> Firing:
     """Record that a firing created no job; an already recorded firing is returned as it is."""
+    return _record_firing(conn, schedule_id, fire_time, "skipped", now)
+
+
+def queue_firing(conn: sqlite3.Connection, schedule_id: str, fire_time: int, now: int) -> Firing:
+    """Record a queued firing; skipped instead if the schedule already has another queued one.
+    An already recorded firing is returned as it is."""
+    other = conn.execute(
+        "SELECT 1 FROM firings WHERE schedule_id = ? AND outcome = 'queued' AND fire_time != ?",
+        (schedule_id, fire_time),
+    ).fetchone()
+    return _record_firing(conn, schedule_id, fire_time, "skipped" if other else "queued", now)
+
+
+def _record_firing(
+    conn: sqlite3.Connection, schedule_id: str, fire_time: int, outcome: str, now: int
+) -> Firing:
     _row(conn, schedule_id)
     existing = get_firing(conn, schedule_id, fire_time)
     if existing is not None:
         return existing
     conn.execute(
         "INSERT INTO firings (schedule_id, fire_time, job_id, outcome, time)"
-        " VALUES (?, ?, NULL, 'skipped', ?)",
-        (schedule_id, fire_time, now),
+        " VALUES (?, ?, NULL, ?, ?)",
+        (schedule_id, fire_time, outcome, now),
     )
     return get_firing(conn, schedule_id, fire_time)
+
+
+def queued_firings(conn: sqlite3.Connection) -> list[Firing]:
+    """Every queued firing, earliest fire_time first."""
+    found = conn.execute(
+        "SELECT * FROM firings WHERE outcome = 'queued' ORDER BY fire_time, schedule_id"
+    ).fetchall()
+    return [rows.firing_from_row(r) for r in found]
+
+
+def earliest_fire_time(conn: sqlite3.Connection) -> int | None:
+    """The smallest next_fire_time of the unpaused schedules (None: none will fire)."""
+    return conn.execute(
+        "SELECT MIN(next_fire_time) FROM schedules WHERE paused = 0"
+    ).fetchone()[0]

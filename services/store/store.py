@@ -29,7 +29,7 @@ from services.domain import (
     Schedule,
 )
 from services.store import jobs, schedules
-from services.store.db import Database, to_micros
+from services.store.db import Database, from_micros, to_micros
 
 logger = logging.getLogger(__name__)
 
@@ -333,3 +333,21 @@ class Store:
         """Record a firing that created no job (overlap policy SKIP); idempotent."""
         with self._write() as (conn, now):
             return schedules.record_skipped_firing(conn, schedule_id, to_micros(fire_time), now)
+
+    def queue_firing(self, schedule_id: str, fire_time: datetime) -> Firing:
+        """Record a firing that waits for its job (``services.schedule``); idempotent. A
+        schedule has at most one queued firing: while it has another, this one is recorded as
+        skipped. ``create_job`` with the same (schedule_id, fire_time) turns it into created."""
+        with self._write() as (conn, now):
+            return schedules.queue_firing(conn, schedule_id, to_micros(fire_time), now)
+
+    def queued_firings(self) -> list[Firing]:
+        """Every queued firing, earliest fire_time first."""
+        with self.db.read() as conn:
+            return schedules.queued_firings(conn)
+
+    def earliest_fire_time(self) -> datetime | None:
+        """The earliest next_fire_time of the unpaused schedules (None when none will fire)."""
+        with self.db.read() as conn:
+            micros = schedules.earliest_fire_time(conn)
+        return None if micros is None else from_micros(micros)

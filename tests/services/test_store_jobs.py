@@ -19,6 +19,7 @@ from services.domain import (
     ResourceExhausted,
 )
 from services.store import Store
+from services.store.db import MIGRATIONS
 from star_core.errors import ConfigError
 
 S = JobState
@@ -214,7 +215,7 @@ def test_events_are_monotonic_and_survive_a_reopen(tmp_path, clock):
         # from_step skips earlier metrics only
         assert [e.seq for e in reopened.events_after(job_id, from_step=3)] == [1, 2, 5, 6, 7]
         assert reopened.get_job(job_id).last_seq == 7
-        assert reopened.db.schema_version == 1
+        assert reopened.db.schema_version == MIGRATIONS[-1][0]
     finally:
         reopened.close()
 
