@@ -37,7 +37,7 @@ def test_train_writes_config_metrics_and_checkpoint(run_dir):
     assert loaded.metadata["step"] == 2 and loaded.metadata["meta_train_config"] == config
 
 
-def test_eval_of_a_baseline_matches_the_library(tmp_path):
+def test_eval_of_a_baseline_matches_the_library(tmp_path, capsys):
     out = tmp_path / "eval"
     code = main(["eval", "--baseline", "sgdm", "--opt-arg", "learning_rate=0.5",
                  "--opt-arg", "momentum=0.0", *NQM, "--steps", "10", "--seeds", "2",
@@ -46,16 +46,24 @@ def test_eval_of_a_baseline_matches_the_library(tmp_path):
     report = json.loads((out / "eval.json").read_text())
     task = tasks.get("nqm", dim=4, noise_scale=0.0)
     want = evaluate(task, optimizers.get("sgdm", learning_rate=0.5, momentum=0.0), {}, 10, [0, 1])
+    numbers = ("initial_loss", "final_loss", "mean_loss", "initial_heldout", "final_heldout")
     for got, expected in zip(report["per_seed"], want.per_seed(), strict=True):
-        assert set(got) == {"seed", "initial_loss", "final_loss", "mean_loss", "diverged"}
+        assert set(got) == {"seed", "diverged", "heldout_diverged", *numbers}
         assert got["diverged"] == expected["diverged"] is False
-        np.testing.assert_allclose(
-            [got[k] for k in ("initial_loss", "final_loss", "mean_loss")],
-            [expected[k] for k in ("initial_loss", "final_loss", "mean_loss")], rtol=1e-6)
+        assert got["heldout_diverged"] == expected["heldout_diverged"] is False
+        np.testing.assert_allclose([got[k] for k in numbers], [expected[k] for k in numbers],
+                                   rtol=1e-6)
+    assert report["aggregate"]["heldout_diverged"] == 0
+    printed = capsys.readouterr().out.splitlines()
+    row = want.per_seed()[0]
+    assert printed[0] == (
+        f"seed 0: initial {row['initial_loss']:.4g}, final {row['final_loss']:.4g}, mean"
+        f" {row['mean_loss']:.4g}, diverged False; held-out initial {row['initial_heldout']:.4g},"
+        f" final {row['final_heldout']:.4g}, diverged False")
     assert (out / "curves.png").read_bytes()[:8] == PNG_MAGIC
 
 
-def test_eval_and_compare_a_checkpoint(run_dir, tmp_path):
+def test_eval_and_compare_a_checkpoint(run_dir, tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(run_dir), *NQM, "--steps", "6", "--seeds", "1",
                  "--out", str(tmp_path / "e")]) == 0
     assert json.loads((tmp_path / "e" / "eval.json").read_text())["label"].startswith("star@2")
@@ -65,6 +73,8 @@ def test_eval_and_compare_a_checkpoint(run_dir, tmp_path):
     assert [r["label"] for r in report["results"]] == ["mine", "adam (tuned)"]
     assert report["results"][1]["learning_rate"] in [s["learning_rate"]
                                                      for s in report["results"][1]["sweep"]]
+    assert report["results"][1]["tuning_seeds"] == [1000, 1001]
+    assert "held-out diverged 0/2" in capsys.readouterr().out
     assert (tmp_path / "c" / "compare.png").read_bytes()[:8] == PNG_MAGIC
 
 

@@ -65,17 +65,70 @@ def test_runs_do_not_depend_on_their_batch_mates_or_on_chunking(quadratic, monke
     np.testing.assert_allclose(alone.curves[0], together.curves[1], rtol=1e-6)
 
 
-def test_tuned_adam_keeps_the_best_rate_and_matches_plain_adam():
+def test_tuned_adam_picks_its_rate_on_disjoint_seeds_and_reports_plain_adam():
     noisy = tasks.get("nqm", dim=4)
     rates = (1e-3, 3e-2, 0.3)
     tuned = ev.tune_adam(noisy, STEPS, [0, 1], learning_rates=rates)
+    assert tuned.extra["tuning_seeds"] == [1000, 1001]
+    # The sweep's scores are plain Adam's mean losses on the tuning seeds 1000 and 1001.
+    for row in tuned.extra["sweep"]:
+        on_tuning = ev.evaluate(noisy, optimizers.get("adam", learning_rate=row["learning_rate"]),
+                                {}, STEPS, [1000, 1001], heldout_points=0)
+        want = np.mean([r["mean_loss"] for r in on_tuning.per_seed()])
+        assert row["mean_loss"] == pytest.approx(want, rel=1e-5)
     scores = [row["mean_loss"] for row in tuned.extra["sweep"]]
     assert tuned.extra["learning_rate"] == rates[int(np.argmin(scores))]
+    # What is reported: plain Adam at the chosen rate on the requested seeds, held-out included.
     plain = ev.evaluate(noisy, optimizers.get("adam", learning_rate=tuned.extra["learning_rate"]),
                         {}, STEPS, [0, 1])
+    assert tuned.seeds == (0, 1)
     np.testing.assert_allclose(tuned.curves, plain.curves, rtol=1e-5)
-    assert min(scores) == pytest.approx(np.mean([r["mean_loss"] for r in plain.per_seed()]),
-                                        rel=1e-5)
+    np.testing.assert_allclose(tuned.heldout, plain.heldout, rtol=1e-5)
+
+
+def test_tuned_adam_rejects_tuning_seeds_that_overlap_the_reported_ones():
+    noisy = tasks.get("nqm", dim=4)
+    with pytest.raises(ValueError, match=r"disjoint from seeds; both hold \[1\]"):
+        ev.tune_adam(noisy, STEPS, [0, 1], learning_rates=(1e-2,), tuning_seeds=[1, 2])
+    with pytest.raises(ValueError, match="tuning_seeds must be distinct"):
+        ev.tune_adam(noisy, STEPS, [0], learning_rates=(1e-2,), tuning_seeds=[5, 5])
+
+
+def test_tuned_adam_progress_counts_both_phases_as_one_run():
+    noisy = tasks.get("nqm", dim=4)
+    seen = []
+    ev.tune_adam(noisy, STEPS, [0], learning_rates=(1e-2, 1e-1, 1.0), heldout_points=0,
+                 progress=seen.append)
+    # 3 tuning runs then 1 reported run: the tuning phase ends at 3/4 of the steps.
+    assert seen == sorted(seen) and seen[-1] == STEPS
+    assert round(0.75 * STEPS) in seen
+
+
+def test_heldout_divergence_flag():
+    # Held-out losses at 3 points of two seeds: seed 0 is the Blackbox of claim 2 (1.7 -> 95),
+    # seed 1 descends; the training curves of both descend (training flag False).
+    curves = np.array([[2.3, 0.5, 0.01], [2.3, 0.4, 0.02]])
+    heldout = np.array([[1.7, 3.0, 95.0], [1.7, 0.6, 0.5]])
+    result = ev.EvalResult("x", "t", 2, (0, 1), curves, (0, 1, 2), heldout, {})
+    rows = result.per_seed()
+    assert [r["diverged"] for r in rows] == [False, False]
+    assert [r["heldout_diverged"] for r in rows] == [True, False]
+    assert [(r["initial_heldout"], r["final_heldout"]) for r in rows] == [(1.7, 95.0), (1.7, 0.5)]
+    assert result.to_dict()["aggregate"]["heldout_diverged"] == 1
+    # Non-finite anywhere on the held-out curve diverges, even when it ends low.
+    assert ev.summarize_heldout(np.array([1.7, np.nan, 0.5]))["heldout_diverged"] is True
+    # Without a held-out split the flag is unknown, not False.
+    bare = result._replace(heldout=None, heldout_steps=())
+    assert bare.per_seed()[0]["heldout_diverged"] is None
+    assert bare.to_dict()["aggregate"]["heldout_diverged"] is None
+
+
+def test_heldout_divergence_on_a_growing_quadratic(quadratic):
+    # Noise-free: the held-out loss is the training loss, so both flags agree.
+    grows = ev.evaluate(quadratic, _sgd(2.5), {}, STEPS, seeds=[0])
+    shrinks = ev.evaluate(quadratic, _sgd(0.5), {}, STEPS, seeds=[0])
+    assert grows.per_seed()[0]["heldout_diverged"] is True
+    assert shrinks.per_seed()[0]["heldout_diverged"] is False
 
 
 def test_bad_budgets_are_rejected(quadratic):
