@@ -56,9 +56,18 @@ def _register_train(subparsers) -> None:
     parser = subparsers.add_parser("train", help="meta-train a learned optimizer (resumable)")
     parser.add_argument("config", nargs="?", type=Path, help="JSON MetaTrainConfig file")
     parser.add_argument("--out", type=Path, required=True, help="run folder (created/resumed)")
+    add_config_flags(parser)
+    parser.set_defaults(handler=run_train)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, task_args: bool = True) -> None:
+    """The flags that override single fields of a meta-training config (``star train``, and
+    ``star submit``/``star schedule add``, which send them in a JobSpec: those pass
+    ``task_args=False``, a JobSpec has no task arguments). See :func:`config_from_args`."""
     parser.add_argument("--task", action="append", help="meta-training task (repeatable)")
-    parser.add_argument("--task-arg", action="append", type=_key_value, default=[],
-                        metavar="KEY=VALUE", help="task field, applied to every --task")
+    if task_args:
+        parser.add_argument("--task-arg", action="append", type=_key_value, default=[],
+                            metavar="KEY=VALUE", help="task field, applied to every --task")
     parser.add_argument("--optimizer", help="learned optimizer: blackbox, star, hyperparam")
     parser.add_argument("--opt-arg", action="append", type=_key_value, default=[],
                         metavar="KEY=VALUE", help="optimizer constant or ablation switch")
@@ -76,7 +85,6 @@ def _register_train(subparsers) -> None:
                         help="decay every meta-parameter, not only the MLP")
     parser.add_argument("--seed", type=int, help="seed of the run")
     parser.add_argument("--checkpoint-interval", type=int, help="outer steps per checkpoint")
-    parser.set_defaults(handler=run_train)
 
 
 def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,10 +130,19 @@ def _train_config(args: argparse.Namespace):
         data = MetaTrainConfig.from_file(args.out / CONFIG_FILE).to_dict()
     else:
         data = MetaTrainConfig().to_dict()
+    return config_from_args(args, data)
+
+
+def config_from_args(args: argparse.Namespace, data: dict[str, Any]):
+    """The MetaTrainConfig of ``data`` (a ``MetaTrainConfig.to_dict()``) with the flags of
+    :func:`add_config_flags` applied: a new optimizer drops the old one's constants, new tasks
+    drop the old task arguments."""
+    from star_core.training import MetaTrainConfig
+
     if args.task:
         data["tasks"] = args.task
         data["task_args"] = {}
-    if args.task_arg:
+    if getattr(args, "task_arg", None):
         data["task_args"] = {name: dict(args.task_arg) for name in data["tasks"]}
     if args.optimizer and args.optimizer != data["optimizer"]:
         data["optimizer"], data["optimizer_config"] = args.optimizer, {}
