@@ -5,7 +5,9 @@ its parsers and sets ``handler`` (a function of the parsed ``argparse.Namespace`
 code). Heavy imports (JAX, Ray, gRPC) happen inside handlers, so ``star --help`` stays fast.
 
 Errors a user can fix (bad flags, bad values, missing data or files) end the command with one
-readable line on stderr and exit code 2; nothing else is printed.
+readable line on stderr and exit code 2; nothing else is printed. The client commands (submit,
+jobs, watch, ...) raise ``services.cli.client.ClientError``, a ValueError that carries its own exit
+code: 1 when the server could not serve a request (no server, overloaded, failed job).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 import sys
 
 # Command-group modules under services.cli, in the order `star --help` lists them.
-COMMAND_MODULES = ("nqm", "data", "train", "serve")
+COMMAND_MODULES = ("nqm", "data", "train", "serve", "jobs", "watch", "fetch", "schedule")
 
 USER_ERROR_EXIT = 2
 
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"star: error: {message}", file=sys.stderr)
-        return USER_ERROR_EXIT
+        return getattr(err, "exit_code", USER_ERROR_EXIT)
     except KeyboardInterrupt:
         print("star: interrupted", file=sys.stderr)
         return 130

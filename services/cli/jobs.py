@@ -1,0 +1,217 @@
+"""Client commands for jobs (thin: parse, build the request, call, print).
+
+- ``star submit [SPEC_FILE] [star train's flags] [cluster flags] [--request-id ID] [--watch]``:
+  submit a meta-training job (``services.cli.jobspec``); prints its id. A retried submit is
+  idempotent: the request id defaults to a fresh uuid per command, reused by every retry.
+- ``star jobs [--state S ...] [--limit N]``: a table of jobs, newest first.
+- ``star status JOB [--json]``: a job's state, step, device, workers, latest metrics, error,
+  checkpoints and evaluation.
+- ``star cancel JOB``: ask a job to stop (a running job writes a checkpoint first).
+- ``star checkpoints JOB``: a table of a job's checkpoints.
+- ``star evaluate CHECKPOINT_ID [--task T] [--steps N] [--seeds K] [--baseline NAME ...]
+  [--watch]``: the evaluation protocol on a checkpoint, as a job; with ``--watch`` it waits and
+  prints the table of results.
+
+Connection flags and exit codes: ``services.cli.client``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import uuid
+from typing import Any
+
+from services.cli.client import add_connection_flags, collect_pages, connect
+from services.cli.jobspec import add_spec_flags
+
+# Job states a user can filter on (`star jobs --state`).
+STATES = ("pending", "running", "cancelling", "succeeded", "failed", "cancelled")
+# Jobs `star jobs` lists by default.
+DEFAULT_LIMIT = 50
+# JobMetrics field -> its label in `star status`.
+METRIC_LABELS = {
+    "meta_loss": "meta-loss", "inner_steps_per_second": "inner steps/s",
+    "grad_norm": "gradient norm", "outer_step_seconds": "seconds/outer step",
+    "dropped_estimates": "non-finite estimates dropped", "stale_dropped": "stale estimates dropped",
+    "worker_restarts": "worker restarts",
+}
+
+
+def _add_request_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--request-id", metavar="ID",
+                        help="idempotency id: the same id and request give the same job"
+                             " (default: a fresh uuid)")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("submit", help="submit a meta-training job to a STAR server")
+    add_spec_flags(parser)
+    _add_request_id(parser)
+    parser.add_argument("--watch", action="store_true", help="then follow it until it ends")
+    add_connection_flags(parser)
+    parser.set_defaults(handler=run_submit)
+
+    parser = subparsers.add_parser("jobs", help="list the jobs of a STAR server")
+    parser.add_argument("--state", action="append", default=[], choices=STATES,
+                        type=str.lower, help="only jobs in this state (repeatable)")
+    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                        help=f"show at most N jobs (default {DEFAULT_LIMIT})")
+    add_connection_flags(parser)
+    parser.set_defaults(handler=run_jobs)
+
+    for name, handler, text in (("status", run_status, "show a job"),
+                                ("cancel", run_cancel, "stop a job (it checkpoints first)"),
+                                ("checkpoints", run_checkpoints, "list a job's checkpoints")):
+        parser = subparsers.add_parser(name, help=text)
+        parser.add_argument("job_id", metavar="JOB")
+        if name == "status":
+            parser.add_argument("--json", action="store_true", help="print the Job as JSON")
+        add_connection_flags(parser)
+        parser.set_defaults(handler=handler)
+    _register_evaluate(subparsers)
+
+
+def _register_evaluate(subparsers) -> None:
+    parser = subparsers.add_parser("evaluate", help="evaluate a checkpoint on the server")
+    parser.add_argument("checkpoint_id", metavar="CHECKPOINT_ID")
+    parser.add_argument("--task", help="task to train (default: the checkpoint's first task)")
+    parser.add_argument("--steps", type=int, help="inner steps per run (default: 10 x horizon)")
+    parser.add_argument("--seeds", type=int, help="seeds 0..K-1 (default 3)")
+    parser.add_argument("--baseline", action="append", default=[],
+                        help="baseline trained next to it: adam, sgdm, aggmo, adam-tuned"
+                             " (repeatable)")
+    _add_request_id(parser)
+    parser.add_argument("--watch", action="store_true", help="wait and print the results")
+    add_connection_flags(parser)
+    parser.set_defaults(handler=run_evaluate)
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    from services.cli.jobspec import spec_from_args
+    from services.cli.watch import watch_to_end
+    from services.generated.star.v1 import service_pb2
+
+    request = service_pb2.SubmitJobRequest(spec=spec_from_args(args),
+                                           request_id=args.request_id or uuid.uuid4().hex)
+    with connect(args) as stub:
+        job = stub.SubmitJob(request)
+        print(job.job_id, flush=True)
+        if args.watch:
+            return watch_to_end(stub, job.job_id)
+    return 0
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    from services.cli.tables import format_table, format_time, job_kind, job_progress, number
+    from services.cli.tables import state_name as name
+    from services.generated.star.v1 import job_pb2, service_pb2
+
+    states = [job_pb2.JobState.Value(f"JOB_STATE_{s.upper()}") for s in args.state]
+    with connect(args) as stub:
+        jobs = collect_pages(stub.ListJobs, functools.partial(service_pb2.ListJobsRequest,
+                                                              states=states), "jobs", args.limit)
+    rows = [(j.job_id, job_kind(j), name(j.state), job_progress(j), j.device or "-",
+             number(j.metrics, "meta_loss"), format_time(j.create_time)) for j in jobs]
+    print(format_table(("JOB", "KIND", "STATE", "STEP", "DEVICE", "META-LOSS", "CREATED"), rows)
+          if rows else "no jobs")
+    return 0
+
+
+def _describe(job: Any, checkpoints: list[Any]) -> list[tuple[str, str]]:
+    from services.cli.tables import format_time, job_kind, job_progress, state_name
+
+    rows = [("job", job.job_id), ("kind", job_kind(job)), ("state", state_name(job.state)),
+            ("step", job_progress(job)), ("device", job.device or "-")]
+    if job.worker_nodes:
+        rows.append(("workers", f"{len(job.worker_nodes)} on " + ", ".join(job.worker_nodes)))
+    if job.evaluation_spec.checkpoint_id:
+        rows.append(("checkpoint", job.evaluation_spec.checkpoint_id))
+    if job.schedule_id:
+        rows.append(("schedule", f"{job.schedule_id} (fired {format_time(job.fire_time)})"))
+    rows += [("created", format_time(job.create_time)), ("updated", format_time(job.update_time))]
+    rows += [(label, format(getattr(job.metrics, field), ".4g"))
+             for field, label in METRIC_LABELS.items() if job.metrics.HasField(field)]
+    rows += [(name, format(value, ".4g")) for name, value in sorted(job.metrics.extra.items())]
+    if job.error:
+        rows.append(("error", job.error))
+    latest = f" (latest {checkpoints[-1].checkpoint_id} at step {checkpoints[-1].step})" \
+        if checkpoints else ""
+    rows.append(("checkpoints", f"{len(checkpoints)}{latest}"))
+    return rows
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    from services.cli.tables import summaries_table
+    from services.generated.star.v1 import service_pb2
+
+    with connect(args) as stub:
+        job = stub.GetJob(service_pb2.GetJobRequest(job_id=args.job_id))
+        checkpoints = list(stub.ListCheckpoints(
+            service_pb2.ListCheckpointsRequest(job_id=args.job_id)).checkpoints)
+    if args.json:
+        print(json_format.MessageToJson(job, preserving_proto_field_name=True))
+        return 0
+    rows = _describe(job, checkpoints)
+    width = max(len(key) for key, _ in rows)
+    print("\n".join(f"{key.ljust(width)}  {value}" for key, value in rows))
+    if job.evaluation:
+        print("\n" + summaries_table(job.evaluation))
+    return 0
+
+
+def run_cancel(args: argparse.Namespace) -> int:
+    from services.cli.tables import state_name
+    from services.generated.star.v1 import job_pb2, service_pb2
+
+    with connect(args) as stub:
+        job = stub.CancelJob(service_pb2.CancelJobRequest(job_id=args.job_id))
+    note = " (it writes a checkpoint, then stops)" \
+        if job.state == job_pb2.JOB_STATE_CANCELLING else ""
+    print(f"{job.job_id}: {state_name(job.state)}{note}")
+    return 0
+
+
+def _size(count: int) -> str:
+    if count < 1024:
+        return f"{count} B"
+    return f"{count / 1024:.1f} KiB" if count < 1024**2 else f"{count / 1024**2:.1f} MiB"
+
+
+def run_checkpoints(args: argparse.Namespace) -> int:
+    from services.cli.tables import format_table, format_time
+    from services.generated.star.v1 import service_pb2
+
+    with connect(args) as stub:
+        response = stub.ListCheckpoints(service_pb2.ListCheckpointsRequest(job_id=args.job_id))
+    rows = [(c.checkpoint_id, c.step, _size(c.size_bytes), c.sha256, format_time(c.create_time))
+            for c in response.checkpoints]
+    print(format_table(("CHECKPOINT", "STEP", "SIZE", "SHA256", "CREATED"), rows)
+          if rows else f"{args.job_id} has no checkpoints yet")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from services.cli.tables import summaries_table
+    from services.cli.watch import watch_job
+    from services.generated.star.v1 import service_pb2
+
+    request = service_pb2.EvaluateRequest(
+        checkpoint_id=args.checkpoint_id, task=args.task or "", baselines=args.baseline,
+        request_id=args.request_id or uuid.uuid4().hex)
+    for name in ("steps", "seeds"):
+        if getattr(args, name) is not None:
+            try:
+                setattr(request, name, getattr(args, name))
+            except ValueError as err:
+                raise ValueError(f"--{name}: {err}") from None
+    with connect(args) as stub:
+        job = stub.Evaluate(request)
+        print(job.job_id, flush=True)
+        if args.watch:
+            job = watch_job(stub, job.job_id)
+            print(summaries_table(job.evaluation))
+    return 0
+

@@ -1,0 +1,199 @@
+"""The JobSpec a client command sends: a spec file (JSON or YAML) with flags on top.
+
+A spec file holds a ``star.v1.JobSpec`` in the proto's JSON form (snake_case field names)::
+
+    tasks: [digits_mlp]
+    optimizer: {kind: star, constants: {beta3: 1.0e-5}}
+    estimator: {kind: pes, horizon: 200, truncation_length: 20}
+    outer_steps: 100
+    num_workers: 2
+
+An unknown field is refused naming its path (``estimator.sigmaa``). Fields left out stay unset
+and the server fills in the library defaults (``Job.spec`` shows what a job runs).
+
+The flags are ``star train``'s (``services.cli.train.add_config_flags``, without ``--task-arg``:
+a JobSpec has no task arguments) and the cluster flags of :func:`add_cluster_flags`; each sets one
+JobSpec field (:data:`FLAG_FIELDS`), ``--task`` replaces the tasks, ``--optimizer`` naming another
+optimizer drops the file's constants (as in ``star train``), ``--opt-arg KEY=VALUE`` sets a
+constant or an ablation switch. The result sent for the same flags is the config ``star train``
+would run (tests/services/test_cli_client.py checks this through the server's conversion).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+from services.cli.train import add_config_flags
+
+# OptimizerSpec.kind when it is empty (job.proto).
+DEFAULT_OPTIMIZER_KIND = "star"
+# OptimizerSpec fields that --opt-arg sets directly; any other key is an entry of `constants`.
+OPTIMIZER_SWITCHES = ("nominal_direction", "nominal", "precondition_blackbox")
+# Flag (argparse dest) -> the JobSpec field it sets.
+FLAG_FIELDS = {
+    "outer_steps": "outer_steps",
+    "seed": "seed",
+    "checkpoint_interval": "checkpoint_interval",
+    "outer_lr": "outer.learning_rate",
+    "weight_decay": "outer.weight_decay",
+    "decay_all": "outer.decay_all",
+    "estimator": "estimator.kind",
+    "horizon": "estimator.horizon",
+    "truncation": "estimator.truncation_length",
+    "pairs": "estimator.num_pairs",
+    "sigma": "estimator.sigma",
+    "workers": "num_workers",
+    "gpus_per_worker": "gpus_per_worker",
+    "max_staleness": "max_staleness",
+    "estimates_per_step": "estimates_per_step",
+    "warm_start": "warm_start_checkpoint_id",
+}
+
+
+def _resource(text: str) -> tuple[str, float]:
+    """``NAME=AMOUNT`` of ``--worker-resource``."""
+    name, sep, amount = text.partition("=")
+    with contextlib.suppress(ValueError):
+        if sep and name:
+            return name, float(amount)
+    raise argparse.ArgumentTypeError(f"expected NAME=AMOUNT, got {text!r}")
+
+
+def add_spec_flags(parser: argparse.ArgumentParser) -> None:
+    """SPEC_FILE, ``star train``'s config flags, :func:`add_cluster_flags` and ``--evaluate``."""
+    parser.add_argument("spec_file", nargs="?", type=Path, metavar="SPEC_FILE",
+                        help="JobSpec as JSON or YAML (proto field names); flags override it")
+    add_config_flags(parser, task_args=False)
+    add_cluster_flags(parser)
+    parser.add_argument("--evaluate", action="store_true",
+                        help="run the evaluation protocol on the final checkpoint")
+
+
+def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """The JobSpec fields ``star train`` has no flag for: workers, GPUs, staleness, warm start."""
+    group = parser.add_argument_group("cluster")
+    group.add_argument("--workers", type=int, help="worker actors (default 2)")
+    group.add_argument("--gpus-per-worker", type=float,
+                       help="GPUs per worker (default: GPUs if the cluster has them; 0: CPU)")
+    group.add_argument("--worker-resource", action="append", type=_resource, default=[],
+                       metavar="NAME=AMOUNT", help="custom Ray resource per worker (repeatable)")
+    group.add_argument("--max-staleness", type=int,
+                       help="use estimates up to S outer steps old (default 1; 0: synchronous)")
+    group.add_argument("--estimates-per-step", type=int,
+                       help="estimates averaged per outer step (default: --workers)")
+    group.add_argument("--warm-start", metavar="CHECKPOINT_ID",
+                       help="start from this checkpoint's meta-parameters")
+
+
+def load_spec_file(path: Path) -> dict[str, Any]:
+    """The mapping in a JSON (``.json``) or YAML (any other name) file."""
+    import yaml
+
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise ValueError(f"{path}: not valid {kind}: {' '.join(str(err).split())}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a JobSpec must be a mapping of field names, got"
+                         f" {type(data).__name__}")
+    return data
+
+
+def _field(descriptor, key: str):
+    return descriptor.fields_by_name.get(key) or next(
+        (f for f in descriptor.fields if f.json_name == key), None)
+
+
+def check_fields(data: Any, descriptor, path: str = "") -> None:
+    """ValueError naming the path of the first unknown field, or of a message or list field
+    whose value has the wrong shape (values themselves are checked by json_format)."""
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        field = _field(descriptor, str(key))
+        if field is None:
+            allowed = ", ".join(f.name for f in descriptor.fields)
+            raise ValueError(f"unknown field {where!r} (fields here: {allowed})")
+        repeated = field.is_repeated
+        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
+        if is_map or (repeated and field.message_type is None):
+            kind = dict if is_map else list
+            if not isinstance(value, kind):
+                raise ValueError(f"{where} must be a {'mapping' if is_map else 'list'}")
+        elif field.message_type is not None:
+            if not isinstance(value, dict):
+                raise ValueError(f"{where} must be a mapping")
+            check_fields(value, field.message_type, where)
+
+
+def spec_from_dict(data: dict[str, Any], source: str = "spec"):
+    """The JobSpec of a proto-JSON mapping; ValueError ``"SOURCE: ..."`` naming the field."""
+    from google.protobuf import json_format
+
+    from services.generated.star.v1 import job_pb2
+
+    spec = job_pb2.JobSpec()
+    try:
+        check_fields(data, spec.DESCRIPTOR)
+        json_format.ParseDict(data, spec)
+    except (ValueError, json_format.ParseError) as err:
+        raise ValueError(f"{source}: {' '.join(str(err).split())}") from None
+    return spec
+
+
+def _set(spec, path: str, value: Any, flag: str) -> None:
+    *parents, name = path.split(".")
+    message = spec
+    for parent in parents:
+        message = getattr(message, parent)
+    try:
+        setattr(message, name, value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--{flag.replace('_', '-')}: {err} ({path})") from None
+
+
+def _apply_optimizer(spec, args: argparse.Namespace) -> None:
+    current = spec.optimizer.kind or DEFAULT_OPTIMIZER_KIND
+    if args.optimizer and args.optimizer != current:
+        spec.optimizer.Clear()
+    if args.optimizer:
+        spec.optimizer.kind = args.optimizer
+    for key, value in args.opt_arg:
+        if key in OPTIMIZER_SWITCHES:
+            _set(spec, f"optimizer.{key}", value, "opt_arg")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            spec.optimizer.constants[key] = float(value)
+        else:
+            raise ValueError(f"--opt-arg {key}: a constant must be a number, got {value!r}")
+
+
+def apply_flags(spec, args: argparse.Namespace):
+    """``spec`` (a JobSpec, changed in place and returned) with the flags of
+    :func:`add_spec_flags` applied."""
+    if args.task:
+        del spec.tasks[:]
+        spec.tasks.extend(args.task)
+    _apply_optimizer(spec, args)
+    for dest, path in FLAG_FIELDS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            _set(spec, path, value, dest)
+    for name, amount in args.worker_resource:
+        spec.worker_resources[name] = amount
+    if args.evaluate:
+        spec.evaluation.SetInParent()
+    return spec
+
+
+def spec_from_args(args: argparse.Namespace):
+    """The JobSpec of SPEC_FILE (if given) with the flags on top."""
+    data = load_spec_file(args.spec_file) if args.spec_file is not None else {}
+    spec = spec_from_dict(data, str(args.spec_file or "spec"))
+    return apply_flags(spec, args)

@@ -1,0 +1,114 @@
+"""``star schedule add|list|pause|resume|delete``: recurring meta-training jobs on a STAR server.
+
+- ``star schedule add [SPEC_FILE] --cron EXPR [--timezone TZ] [--overlap POLICY]
+  [--warm-start-from-previous] [--paused] [star submit's spec flags] [--request-id ID]``: the
+  job template is built exactly as ``star submit`` builds its spec; prints the schedule's id and
+  when it fires next. POLICY says what a firing does while the previous job is still active:
+  ``skip`` (default), ``queue`` or ``cancel_previous``.
+- ``star schedule list [--limit N]``: a table of schedules.
+- ``star schedule pause|resume|delete SCHEDULE_ID``.
+
+Missed firings while the server was down are not replayed one by one: a schedule fires once
+when the server comes back, then continues at its next time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+
+from services.cli.client import add_connection_flags, collect_pages, connect
+from services.cli.jobspec import add_spec_flags
+
+OVERLAP_POLICIES = ("skip", "queue", "cancel_previous")
+DEFAULT_LIMIT = 50
+
+
+def register(subparsers) -> None:
+    group = subparsers.add_parser("schedule", help="recurring meta-training jobs")
+    commands = group.add_subparsers(dest="schedule_command", metavar="COMMAND", required=True)
+    parser = commands.add_parser("add", help="create a schedule")
+    parser.add_argument("--cron", required=True, metavar="EXPR",
+                        help='5-field cron expression, e.g. "0 3 * * *" (03:00 every day)')
+    parser.add_argument("--timezone", default="UTC", help="IANA time zone of --cron (UTC)")
+    parser.add_argument("--overlap", choices=OVERLAP_POLICIES, default="skip",
+                        help="when the previous job still runs: skip (default), queue, or"
+                             " cancel_previous")
+    parser.add_argument("--warm-start-from-previous", action="store_true",
+                        help="start each job from the previous job's latest checkpoint")
+    parser.add_argument("--paused", action="store_true", help="create it paused")
+    parser.add_argument("--request-id", metavar="ID",
+                        help="idempotency id (default: a fresh uuid)")
+    add_spec_flags(parser)
+    add_connection_flags(parser)
+    parser.set_defaults(handler=run_add)
+
+    parser = commands.add_parser("list", help="list the schedules")
+    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
+                        help=f"show at most N schedules (default {DEFAULT_LIMIT})")
+    add_connection_flags(parser)
+    parser.set_defaults(handler=run_list)
+
+    for name, text in (("pause", "stop firing"), ("resume", "fire again from now on"),
+                       ("delete", "delete (its jobs are kept)")):
+        parser = commands.add_parser(name, help=f"{text}")
+        parser.add_argument("schedule_id", metavar="SCHEDULE_ID")
+        add_connection_flags(parser)
+        parser.set_defaults(handler=run_change, method=f"{name.capitalize()}Schedule")
+
+
+def _policy_name(value: int) -> str:
+    from services.generated.star.v1 import schedule_pb2
+
+    return schedule_pb2.OverlapPolicy.Name(value).removeprefix("OVERLAP_POLICY_").lower()
+
+
+def _describe(schedule) -> str:
+    from services.cli.tables import format_time
+
+    when = "paused" if schedule.paused else f"next {format_time(schedule.next_fire_time)}"
+    return f"{schedule.schedule_id}: {schedule.cron} ({schedule.timezone or 'UTC'}), {when}"
+
+
+def run_add(args: argparse.Namespace) -> int:
+    from services.cli.jobspec import spec_from_args
+    from services.generated.star.v1 import schedule_pb2, service_pb2
+
+    schedule = schedule_pb2.Schedule(
+        cron=args.cron, timezone=args.timezone, template=spec_from_args(args),
+        overlap_policy=schedule_pb2.OverlapPolicy.Value(f"OVERLAP_POLICY_{args.overlap.upper()}"),
+        warm_start_from_previous=args.warm_start_from_previous, paused=args.paused)
+    request = service_pb2.CreateScheduleRequest(
+        schedule=schedule, request_id=args.request_id or uuid.uuid4().hex)
+    with connect(args) as stub:
+        created = stub.CreateSchedule(request)
+    print(_describe(created))
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from services.cli.tables import format_table, format_time
+    from services.generated.star.v1 import service_pb2
+
+    with connect(args) as stub:
+        schedules = collect_pages(stub.ListSchedules, service_pb2.ListSchedulesRequest,
+                                  "schedules", args.limit)
+    rows = [(s.schedule_id, s.cron, s.timezone or "UTC", _policy_name(s.overlap_policy),
+             "yes" if s.warm_start_from_previous else "no", "paused" if s.paused
+             else format_time(s.next_fire_time), s.last_job_id or "-")
+            for s in schedules]
+    headers = ("SCHEDULE", "CRON", "TIMEZONE", "OVERLAP", "WARM-START", "NEXT", "LAST JOB")
+    print(format_table(headers, rows) if rows else "no schedules")
+    return 0
+
+
+def run_change(args: argparse.Namespace) -> int:
+    """Pause, resume or delete a schedule (``args.method`` names the RPC)."""
+    from services.generated.star.v1 import service_pb2
+
+    request = getattr(service_pb2, f"{args.method}Request")(schedule_id=args.schedule_id)
+    with connect(args) as stub:
+        answer = getattr(stub, args.method)(request)
+    print(f"{args.schedule_id}: deleted" if args.method == "DeleteSchedule"
+          else _describe(answer))
+    return 0
