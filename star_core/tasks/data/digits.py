@@ -8,7 +8,9 @@ scikit-learn's order are ``train``, the remaining ones ``test``.
 
 The builder writes array_record files with tfds's own writer (``download_and_prepare`` with
 ``file_format="array_record"``), which needs no TensorFlow; it runs automatically the first
-time a digits task asks for data.
+time a digits task asks for data. The builder class lives in ``digits_builder`` and is imported
+on first use, like tensorflow-datasets itself: importing the tasks never imports tfds (nor the
+protobuf runtime it pulls in).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import logging
 import os
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from star_core.tasks.data.store import dataset_spec, resolve_data_dir
 
@@ -32,48 +33,14 @@ DIGITS_TOTAL_SIZE = 1797
 DIGITS_PIXEL_MAX = 16
 DIGITS_SHAPE = (8, 8, 1)
 DIGITS_CLASSES = 10
-
-
-class StarDigits(tfds.core.GeneratorBasedBuilder):
-    """UCI 8x8 handwritten digits, read from scikit-learn's bundled copy."""
-
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release: fixed 1437/360 split, uint8 pixels 0..255."}
-    # Nothing is downloaded, so there are no URL checksums to look up. (tfds 4.9.10's lookup of
-    # a checksums file next to the builder's code imports the absent `importlib_resources`.)
-    url_infos = None
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="UCI optical handwritten digits (8x8), from scikit-learn.",
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Tensor(shape=DIGITS_SHAPE, dtype=np.uint8),
-                    "label": tfds.features.ClassLabel(num_classes=DIGITS_CLASSES),
-                }
-            ),
-            supervised_keys=("image", "label"),
-        )
-
-    def _split_generators(self, dl_manager):
-        del dl_manager  # Nothing to download: the data ships inside scikit-learn.
-        return {
-            "train": self._generate_examples(0, DIGITS_TRAIN_SIZE),
-            "test": self._generate_examples(DIGITS_TRAIN_SIZE, DIGITS_TOTAL_SIZE),
-        }
-
-    def _generate_examples(self, start: int, stop: int):
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        pixels = np.rint(bunch.images * (255.0 / DIGITS_PIXEL_MAX)).astype(np.uint8)
-        for index in range(start, stop):
-            yield index, {"image": pixels[index][..., None], "label": int(bunch.target[index])}
+# Version of the built dataset (the folder name under <data_dir>/star_digits/).
+DIGITS_VERSION = "1.0.0"
 
 
 def build_digits(data_dir: str | os.PathLike | None = None) -> None:
     """Build the digits dataset in the data directory unless it is already there."""
+    from star_core.tasks.data.digits_builder import StarDigits
+
     root = resolve_data_dir(data_dir)
     builder = StarDigits(data_dir=str(root), file_format="array_record")
     if not builder.is_prepared():
@@ -97,6 +64,8 @@ def load_digits_arrays(
 
 @functools.lru_cache(maxsize=8)
 def _load_digits(split: str, root: str) -> dict[str, np.ndarray]:
+    import tensorflow_datasets as tfds
+
     build_digits(root)
     source = tfds.data_source(
         dataset_spec("digits").tfds_name, split=split, data_dir=root, download=False

@@ -12,11 +12,13 @@ Every ``HELDOUT_EVERY``-th document goes to ``test``, the rest to ``train``.
 Tokens are bytes (a deviation from the paper's 32k SentencePiece vocabulary, which needs cloud
 access): token = byte + 1, with 0 reserved for padding / beginning of sentence, so
 ``BYTE_VOCAB = 257``.
+
+The builder (``text_builder``) and tensorflow-datasets are imported on first use, so importing the
+tasks never imports tfds (nor the protobuf runtime it pulls in).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib
 import inspect
@@ -27,7 +29,6 @@ import warnings
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-import tensorflow_datasets as tfds
 
 from star_core.tasks.data.store import resolve_data_dir
 
@@ -54,46 +55,8 @@ PAD = 0
 DOCUMENT_SEPARATOR = b"\n\n"
 # Corpus names become directory names: lower-case letters, digits and underscores.
 CORPUS_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-@dataclasses.dataclass(eq=False)
-class TextConfig(tfds.core.BuilderConfig):
-    """A corpus: ``files`` to read, or none for the stdlib docstrings."""
-
-    files: tuple[str, ...] = ()
-
-
-class StarText(tfds.core.GeneratorBasedBuilder):
-    """Byte-level text corpora: the stdlib docstrings, or text files the user names."""
-
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release: documents, 1 in 10 held out."}
-    BUILDER_CONFIGS = [TextConfig(name=DEFAULT_CORPUS, description="stdlib docstrings")]
-    # Nothing is downloaded (and tfds 4.9.10's checksum lookup imports importlib_resources).
-    url_infos = None
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description="Documents of a text corpus, for byte-level language models.",
-            features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
-        )
-
-    def _split_generators(self, dl_manager):
-        del dl_manager  # Nothing to download.
-        files = self.builder_config.files
-        documents = file_documents(files) if files else stdlib_documents()
-        if len(documents) < HELDOUT_EVERY:
-            raise ValueError(
-                f"files must hold at least {HELDOUT_EVERY} paragraphs, got {len(documents)}"
-            )
-        heldout = [(i, d) for i, d in enumerate(documents) if i % HELDOUT_EVERY == 9]
-        kept = [(i, d) for i, d in enumerate(documents) if i % HELDOUT_EVERY != 9]
-        return {"train": self._generate_examples(kept), "test": self._generate_examples(heldout)}
-
-    def _generate_examples(self, documents: Sequence[tuple[int, str]]):
-        for index, document in documents:
-            yield index, {"text": document}
+# Version of the built corpora (the folder name under <data_dir>/star_text/<name>/).
+TEXT_VERSION = "1.0.0"
 
 
 def stdlib_documents() -> list[str]:
@@ -132,7 +95,7 @@ def check_corpus_name(name: str) -> str:
 
 
 def corpus_dir(name: str, data_dir: str | os.PathLike | None = None):
-    return resolve_data_dir(data_dir) / "star_text" / name / str(StarText.VERSION)
+    return resolve_data_dir(data_dir) / "star_text" / name / TEXT_VERSION
 
 
 def build_text(
@@ -141,6 +104,10 @@ def build_text(
     data_dir: str | os.PathLike | None = None,
 ) -> None:
     """(Re)build corpus ``name`` from ``files`` (the stdlib docstrings when ``name`` is default)."""
+    import tensorflow_datasets as tfds
+
+    from star_core.tasks.data.text_builder import StarText, TextConfig
+
     check_corpus_name(name)
     if (name == DEFAULT_CORPUS) == bool(files):
         raise ValueError(f"files must be given for every corpus but {DEFAULT_CORPUS!r}")
@@ -181,6 +148,8 @@ def load_documents(
 
 @functools.lru_cache(maxsize=16)
 def _load_documents(path: str, split: str) -> tuple[str, ...]:
+    import tensorflow_datasets as tfds
+
     source = tfds.builder_from_directory(path).as_data_source(split=split)
     return tuple(as_str(source[i]["text"]) for i in range(len(source)))
 
