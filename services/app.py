@@ -60,6 +60,7 @@ class StarService:
         self.manager: Any = None
         self.scheduler: Any = None
         self.server: Any = None
+        self.servicer: Any = None
         self._scheduler_task: Any = None
 
     @property
@@ -103,9 +104,10 @@ class StarService:
 
             self.scheduler = Scheduler(self.store, self.manager)
             self._scheduler_task = asyncio.create_task(self.scheduler.run(), name="star-cron")
-        servicer = MetaTrainingServicer(self.store, checkpoints, self.manager, self.scheduler)
-        self.server = await build_server(servicer, options.host, options.port, options.token,
-                                         options.tls_cert, options.tls_key)
+        self.servicer = MetaTrainingServicer(self.store, checkpoints, self.manager,
+                                             self.scheduler)
+        self.server = await build_server(self.servicer, options.host, options.port,
+                                         options.token, options.tls_cert, options.tls_key)
 
     async def stop(self) -> None:
         """Stop serving; running jobs checkpoint and resume on the next start."""

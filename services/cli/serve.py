@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 
 DEFAULT_PORT = 50051
@@ -103,6 +104,12 @@ def run_serve(args: argparse.Namespace) -> int:
     def ready(service) -> None:
         print("\n".join(describe(service)), flush=True)
 
-    asyncio.run(serve(options, ready))
+    try:
+        asyncio.run(serve(options, ready))
+    except (OSError, RuntimeError, ConnectionError) as err:  # Ray or the port refused us
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"star: error: the service stopped: {type(err).__name__}: {first}",
+              file=sys.stderr)
+        return 1
     print("star serve: stopped", flush=True)
     return 0

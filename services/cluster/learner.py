@@ -128,7 +128,8 @@ class LearnerActor:
         try:
             while self.state.step < self.config.outer_steps and not self._stop.is_set():
                 step_events, record = self._one_step(pool, ray)
-                yield from step_events
+                for event in step_events:  # (Ray's streaming generators reject `yield from`)
+                    yield event
                 if record is None:
                     break
                 metrics.record(self.state.step, record)

@@ -80,7 +80,9 @@ def connect(
     options: dict[str, Any] = {"include_dashboard": True, "dashboard_host": dashboard_host}
     if dashboard_port is not None:
         options["dashboard_port"] = dashboard_port
-    ray.init(num_cpus=num_cpus, namespace=NAMESPACE, logging_level=logging.WARNING, **options)
+    # address="local": always a new instance, never one that `ray start` left on this machine.
+    ray.init(address="local", num_cpus=num_cpus, namespace=NAMESPACE,
+             logging_level=logging.WARNING, **options)
     return RayConnection(ray.get_runtime_context().gcs_address, _dashboard_url(ray), True,
                          str(token_path))
 

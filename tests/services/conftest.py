@@ -34,3 +34,43 @@ def store(tmp_path, clock):
         yield store
     finally:
         store.close()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for every test of the session that needs Ray."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, namespace="star",
+             logging_level="WARNING")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def running_service(ray_session, tmp_path_factory):
+    """A StarService (gRPC on loopback, SQLite, checkpoints) over the session's Ray."""
+    from services.app import ServiceOptions
+    from tests.services.service_fixtures import RunningService
+
+    data_dir = tmp_path_factory.mktemp("star-data")
+    service = RunningService(ServiceOptions(data_dir=data_dir, port=0, max_running=4))
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def client(running_service):
+    """A synchronous MetaTraining stub connected to the running service."""
+    from tests.services.service_fixtures import stub
+
+    channel, client = stub(running_service.address)
+    try:
+        yield client
+    finally:
+        channel.close()
