@@ -23,7 +23,7 @@ from services.api import convert
 from services.generated.star.v1 import job_pb2, service_pb2
 from star_core.training import checkpoint as ckpt
 from star_core.training.loop import meta_train
-from tests.services.service_fixtures import JOB_TIMEOUT_S, stub, tiny_spec, wait_for_step, watch
+from tests.services.service_fixtures import stub, tiny_spec, wait_for_step, watch
 
 pytestmark = pytest.mark.slow
 # The 20 jobs of the concurrency test queue behind --max-running; each starts two Ray actor
