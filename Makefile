@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 OUT ?= results
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: install demo test lint proto constraints
+.PHONY: install demo nqm test lint proto constraints
 
 $(BIN)/star: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ constraints: install
 	  $(BIN)/pip list --format=freeze --exclude-editable --exclude pip --exclude setuptools; \
 	} > constraints.txt
 
+# The main job: start the service (local Ray, SQLite, checkpoints), meta-train STAR on the
+# embedded digits with 2 workers through the gRPC API, fetch and evaluate the checkpoint.
 demo: install
+	$(BIN)/star demo --out $(OUT)/demo
+
+# The paper's NQM figures (Figures 1 and 2).
+nqm: install
 	$(BIN)/star nqm figures --out $(OUT)/nqm
 
 # Regenerate services/generated/ from proto/ (never edit the generated files by hand).

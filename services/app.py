@@ -126,3 +126,44 @@ class StarService:
             self.store.close()
         if self.ray is not None:
             runtime.disconnect(self.ray)
+
+
+class BackgroundService:
+    """A :class:`StarService` on its own event loop in a background thread, for programs that
+    are not asyncio themselves (``star demo``, the tests): ``start()``, ``address``, ``stop()``."""
+
+    def __init__(self, options: ServiceOptions):
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="star-service",
+                                       daemon=True)
+        self.service = StarService(options)
+
+    def call(self, coroutine: Any, timeout: float = 300.0) -> Any:
+        """Run ``coroutine`` on the service's loop and wait for its result."""
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def start(self) -> BackgroundService:
+        self.thread.start()
+        try:
+            self.call(self.service.start())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop the service (jobs checkpoint) and its loop."""
+        try:
+            self.call(self.service.stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=30)
+
+    @property
+    def address(self) -> str:
+        return self.service.address

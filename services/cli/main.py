@@ -18,7 +18,7 @@ import logging
 import sys
 
 # Command-group modules under services.cli, in the order `star --help` lists them.
-COMMAND_MODULES = ("nqm", "data", "train", "serve", "jobs", "watch", "fetch", "schedule")
+COMMAND_MODULES = ("demo", "serve", "jobs", "watch", "fetch", "schedule", "train", "nqm", "data")
 
 USER_ERROR_EXIT = 2
 

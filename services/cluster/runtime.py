@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,13 @@ def connect(
     When this process is already connected to Ray (an embedding program or a test session
     did ``ray.init``), that connection is used as it is.
     """
+    if not address and not _ray_connected():
+        # Token authentication of the local instance: Ray reads the mode once, when it is
+        # imported, so the environment is set before the first import of ray.
+        token_path = ensure_token(Path(data_dir) / "ray" / "auth_token")
+        os.environ[AUTH_MODE_ENV] = "token"
+        os.environ[AUTH_TOKEN_PATH_ENV] = str(token_path)
+        _reload_ray_config()
     import ray
 
     if ray.is_initialized():
@@ -74,9 +82,6 @@ def connect(
         ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
         return RayConnection(ray.get_runtime_context().gcs_address, _dashboard_url(ray),
                              False, "")
-    token_path = ensure_token(Path(data_dir) / "ray" / "auth_token")
-    os.environ[AUTH_MODE_ENV] = "token"
-    os.environ[AUTH_TOKEN_PATH_ENV] = str(token_path)
     options: dict[str, Any] = {"include_dashboard": True, "dashboard_host": dashboard_host}
     if dashboard_port is not None:
         options["dashboard_port"] = dashboard_port
@@ -85,6 +90,20 @@ def connect(
              logging_level=logging.WARNING, **options)
     return RayConnection(ray.get_runtime_context().gcs_address, _dashboard_url(ray), True,
                          str(token_path))
+
+
+def _ray_connected() -> bool:
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def _reload_ray_config() -> None:
+    """Make an already imported Ray see the authentication settings of the environment."""
+    if "ray" not in sys.modules:
+        return
+    from ray._raylet import Config  # what Ray's own token set-up calls after changing the mode
+
+    Config.initialize("")
 
 
 def _dashboard_url(ray: Any) -> str:

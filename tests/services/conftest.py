@@ -52,11 +52,10 @@ def ray_session():
 @pytest.fixture(scope="module")
 def running_service(ray_session, tmp_path_factory):
     """A StarService (gRPC on loopback, SQLite, checkpoints) over the session's Ray."""
-    from services.app import ServiceOptions
-    from tests.services.service_fixtures import RunningService
+    from services.app import BackgroundService, ServiceOptions
 
     data_dir = tmp_path_factory.mktemp("star-data")
-    service = RunningService(ServiceOptions(data_dir=data_dir, port=0, max_running=4))
+    service = BackgroundService(ServiceOptions(data_dir=data_dir, port=0, max_running=4))
     service.start()
     try:
         yield service

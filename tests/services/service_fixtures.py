@@ -1,19 +1,17 @@
-"""A real STAR service for the tests: Ray (one instance per test session), SQLite, gRPC on loopback.
+"""Helpers of the service tests: a tiny job spec, a client, following a job's events.
 
-``RunningService`` runs a ``StarService`` on an event loop in a background thread, so the tests
-use the ordinary synchronous gRPC client against it, as any user would.
+The service itself (``services.app.BackgroundService``: Ray once per test session, SQLite, gRPC
+on loopback) is a fixture in ``conftest.py``; the tests use the ordinary synchronous gRPC
+client against it, as any user would.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections.abc import Iterator
 
 import grpc
 
-from services.app import ServiceOptions, StarService
 from services.generated.star.v1 import job_pb2, service_pb2, service_pb2_grpc
 
 # Seconds a test waits for a job to end (Ray actor start-up and JIT compile included).
@@ -31,35 +29,6 @@ def tiny_spec(**fields) -> job_pb2.JobSpec:
     for name, value in fields.items():
         setattr(spec, name, value)
     return spec
-
-
-class RunningService:
-    """A StarService on its own event loop thread (see the module docstring)."""
-
-    def __init__(self, options: ServiceOptions):
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="star-service",
-                                       daemon=True)
-        self.service = StarService(options)
-
-    def call(self, coroutine, timeout: float = 120.0):
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
-
-    def start(self) -> RunningService:
-        self.thread.start()
-        self.call(self.service.start())
-        return self
-
-    def stop(self) -> None:
-        try:
-            self.call(self.service.stop(), timeout=300)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(timeout=30)
-
-    @property
-    def address(self) -> str:
-        return self.service.address
 
 
 def stub(address: str, token: str | None = None) -> tuple[grpc.Channel, object]:
