@@ -87,10 +87,11 @@ async def serve(options, ready=None) -> None:
     service = StarService(options)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await service.start()
+        # After start: ray.init installs its own SIGTERM handler (which aborts the process).
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         if ready is not None:
             ready(service)
         await stop.wait()

@@ -1,0 +1,160 @@
+"""SIGKILL of the whole `star serve` process tree mid-job, then a restart on the same data.
+
+The service runs as a real subprocess (its own local Ray instance, SQLite file, checkpoints) in a
+process group of its own; the test kills that group, checks that nothing of it is left, starts
+the service again on the same data directory and follows the job to its end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.generated.star.v1 import job_pb2, service_pb2, service_pb2_grpc
+from tests.services.service_fixtures import tiny_spec
+
+pytestmark = pytest.mark.slow
+
+STARTUP_TIMEOUT_S = 180.0
+STEP_TIMEOUT_S = 300.0
+# Seconds the killed group's processes get to disappear.
+REAP_TIMEOUT_S = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _session_processes(sid: int) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == sid and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+class ServeProcess:
+    """`star serve` in a new session (so its whole tree can be killed as one group)."""
+
+    def __init__(self, data_dir: Path, port: int, log: Path):
+        self.port = port
+        self.log = open(log, "ab")  # noqa: SIM115 (closed in kill)
+        command = [sys.executable, "-m", "services.cli.main", "serve", "--data-dir",
+                   str(data_dir), "--port", str(port), "--num-cpus", "2",
+                   "--dashboard-port", str(_free_port())]
+        env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True, env=env)
+
+    def wait_serving(self) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                assert self.process.poll() is None, "star serve exited"
+                try:
+                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
+                    if status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.5)
+        raise AssertionError("star serve did not start serving")
+
+    def terminate(self) -> int:
+        """SIGTERM, as a service manager stops it; its exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=120)
+
+    def kill(self) -> list[psutil.Process]:
+        """SIGKILL the whole process group; the processes of the session still alive after
+        REAP_TIMEOUT_S (those the service started and that escaped the group)."""
+        sid = self.process.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        self.log.close()
+        deadline = time.monotonic() + REAP_TIMEOUT_S
+        while time.monotonic() < deadline and _session_processes(sid):
+            time.sleep(0.5)
+        left = _session_processes(sid)
+        for process in left:  # never leave anything behind, whatever the assertion says
+            process.kill()
+        return left
+
+
+def _events_until(client, job_id: str, after_seq: int, until) -> list[job_pb2.JobEvent]:
+    events = []
+    request = service_pb2.WatchJobRequest(job_id=job_id, after_seq=after_seq)
+    for event in client.WatchJob(request, timeout=STEP_TIMEOUT_S):
+        events.append(event)
+        if until(event):
+            break
+    return events
+
+
+def test_sigkill_of_the_service_tree_then_restart_resumes_the_job(tmp_path):
+    data_dir, port = tmp_path / "data", _free_port()
+    first = ServeProcess(data_dir, port, tmp_path / "serve.log")
+    second = None
+    try:
+        first.wait_serving()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            client = service_pb2_grpc.MetaTrainingStub(channel)
+            spec = tiny_spec(outer_steps=60, checkpoint_interval=5)
+            job = client.SubmitJob(service_pb2.SubmitJobRequest(spec=spec, request_id="kill-me"))
+            _events_until(client, job.job_id, 0, lambda e: e.WhichOneof("event") == "metrics"
+                          and e.metrics.step >= 12)
+            before = client.ListCheckpoints(
+                service_pb2.ListCheckpointsRequest(job_id=job.job_id)).checkpoints
+        assert max(c.step for c in before) >= 10
+        left = first.kill()
+        assert left == [], [p.cmdline() for p in left]
+
+        second = ServeProcess(data_dir, port, tmp_path / "serve.log")
+        second.wait_serving()
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            client = service_pb2_grpc.MetaTrainingStub(channel)
+            resumed = client.GetJob(service_pb2.GetJobRequest(job_id=job.job_id))
+            latest = max(c.step for c in before)
+            assert resumed.step >= latest
+            events = _events_until(client, job.job_id, 0, lambda e: False)
+            after = client.ListCheckpoints(
+                service_pb2.ListCheckpointsRequest(job_id=job.job_id)).checkpoints
+            kept = {c.checkpoint_id: c for c in after}
+            for checkpoint in before:  # nothing lost or corrupt
+                assert kept[checkpoint.checkpoint_id] == checkpoint
+                data = b"".join(c.data for c in client.FetchCheckpoint(
+                    service_pb2.FetchCheckpointRequest(checkpoint_id=checkpoint.checkpoint_id)))
+                assert hashlib.sha256(data).hexdigest() == checkpoint.sha256
+        assert second.terminate() == 0  # a clean stop
+    finally:
+        first.kill()
+        if second is not None:
+            left = second.kill()
+    assert left == []
+    assert events[-1].state_change.to_state == job_pb2.JOB_STATE_SUCCEEDED
+    reasons = [e.state_change.reason for e in events if e.WhichOneof("event") == "state_change"]
+    assert any("restarted" in reason for reason in reasons), reasons
+    requeue = next(i for i, e in enumerate(events) if e.WhichOneof("event") == "state_change"
+                   and "restarted" in e.state_change.reason)
+    later = [e.metrics.step for e in events[requeue:] if e.WhichOneof("event") == "metrics"]
+    assert later[0] == latest + 1 and later == list(range(latest + 1, 61))
+    assert all(e.job.step >= latest for e in events[requeue:])
