@@ -56,6 +56,9 @@ def _register_train(subparsers) -> None:
     parser = subparsers.add_parser("train", help="meta-train a learned optimizer (resumable)")
     parser.add_argument("config", nargs="?", type=Path, help="JSON MetaTrainConfig file")
     parser.add_argument("--out", type=Path, required=True, help="run folder (created/resumed)")
+    parser.add_argument("--warm-start", type=Path, metavar="CHECKPOINT",
+                        help="start from this checkpoint's theta (file or run folder; fresh "
+                             "outer state); ignored when --out already holds a checkpoint")
     add_config_flags(parser)
     parser.set_defaults(handler=run_train)
 
@@ -166,6 +169,11 @@ def run_train(args: argparse.Namespace) -> int:
 
     out = _output_folder(args.out)
     config = _train_config(args)
+    if args.warm_start is not None:  # checked before anything starts or is written
+        from star_core.training.checkpoint import resolve_checkpoint_path
+        from star_core.training.learner import Learner
+
+        Learner(config).warm_start_theta(resolve_checkpoint_path(args.warm_start))
     with tqdm(total=config.outer_steps, desc="meta-train", unit="step") as bar:
 
         def progress(step: int, record: dict[str, Any]) -> None:
@@ -173,7 +181,7 @@ def run_train(args: argparse.Namespace) -> int:
             bar.set_postfix(task=record["task"], meta_loss=f"{record['meta_loss']:.4f}",
                             dropped=record["dropped_estimates"])
 
-        result = meta_train(config, out, progress)
+        result = meta_train(config, out, progress, warm_start=args.warm_start)
     print(f"meta-trained {result.step} outer steps ({result.dropped_estimates} estimates dropped)")
     print(f"  checkpoint: {checkpoint_path(out, result.step)}")
     print(f"  metrics:    {out / METRICS_FILE}")

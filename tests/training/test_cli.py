@@ -104,3 +104,22 @@ def test_malformed_key_value_is_a_usage_error(tmp_path):
         main(["eval", "--baseline", "adam", "--task", "nqm", "--task-arg", "dim",
               "--out", str(tmp_path)])
     assert exit_info.value.code == 2
+
+
+def test_train_warm_starts_from_a_run_and_refuses_another_optimizer(run_dir, tmp_path, capsys):
+    args = ["--task", "nqm", "--task-arg", "dim=3", "--outer-steps", "1", "--horizon", "4",
+            "--truncation", "2", "--pairs", "2", "--checkpoint-interval", "1"]
+    assert main(["train", "--out", str(tmp_path / "warm"), "--warm-start", str(run_dir),
+                 "--opt-arg", "beta3=0.01", *args]) == 0
+    source = ckpt.load_checkpoint(ckpt.resolve_checkpoint_path(run_dir))
+    cold = ckpt.load_checkpoint(tmp_path / "warm" / "checkpoints" / "step_000001.safetensors")
+    # One outer step from the source theta: every tensor stays within the step size of it.
+    for name, value in ckpt.named_leaves(source.theta).items():
+        assert np.max(np.abs(ckpt.named_leaves(cold.theta)[name] - value)) < 0.01, name
+    capsys.readouterr()
+    code = main(["train", "--out", str(tmp_path / "bb"), "--warm-start", str(run_dir),
+                 "--optimizer", "blackbox", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "warm start" in err[0] and "'star' optimizer" in err[0]
+    assert not (tmp_path / "bb" / "checkpoints").exists()
