@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+from star_core import optimizers, tasks
 from star_core.estimators import (
     Estimator,
     EstimatorConfig,
@@ -124,8 +125,6 @@ def _direct_meta_loss(task, lopt, theta, inner, batches, num_pairs):
 
 @pytest.mark.parametrize("kind,optimizer", [("pes", "star"), ("es", "hyperparam")])
 def test_estimator_on_digits_mlp(kind, optimizer):
-    tasks = pytest.importorskip("star_core.tasks")
-    optimizers = pytest.importorskip("star_core.optimizers")
     task, lopt = tasks.get("digits_mlp"), optimizers.get(optimizer)
     config = EstimatorConfig(kind, 0.01, 3, NO_RESET_HORIZON, num_pairs=2)
     estimator = make_estimator(task, lopt, config)

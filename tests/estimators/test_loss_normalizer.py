@@ -1,4 +1,5 @@
-"""The estimator reports the task's *normalized* per-step loss (spec section 3, ``inner.py``).
+"""The estimator reports the task's *normalized* per-step loss (``inner.py``; docs/algorithm.md,
+Loss normalization).
 
 A tiny task whose loss is read off the batch (independent of the parameters, so the learned
 optimizer cannot change it) makes every step's loss known in advance: some steps exceed

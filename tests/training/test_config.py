@@ -34,7 +34,8 @@ def test_dict_and_file_round_trips_are_exact(tmp_path):
 
 def test_defaults_follow_the_spec_and_the_measured_sweeps():
     config = MetaTrainConfig()
-    # clip 3 and MLP-only decay: spec §3.2 / §2.5; lr 3e-3 and decay 2.0: docs/results.md sweeps.
+    # clip 3 and MLP-only decay: docs/algorithm.md (Outer step, Outer weight decay);
+    # lr 3e-3 and decay 2.0: the docs/results.md sweeps.
     assert (config.clip, config.decay_all) == (3.0, False)
     assert (config.outer_learning_rate, config.outer_weight_decay) == (3e-3, 2.0)
     assert config.optimizer == "star" and config.estimator.kind == "pes"

@@ -1,4 +1,4 @@
-"""Evaluation protocol (spec §4): curves and per-seed numbers against closed forms."""
+"""The evaluation protocol (docs/algorithm.md): curves and per-seed numbers against closed forms."""
 
 import logging
 

@@ -1,4 +1,4 @@
-"""The outer optimizer: Adam on the clipped, weight-decayed meta-gradient (spec §2.5, §3.2)."""
+"""The outer optimizer: Adam on the clipped, weight-decayed meta-gradient (docs/algorithm.md)."""
 
 import jax
 import jax.numpy as jnp
