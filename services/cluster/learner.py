@@ -27,6 +27,7 @@ logs a warning), so a dead worker or node never stalls it. With no live worker l
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -42,6 +43,9 @@ STRAGGLER_TIMEOUT_S = 60.0
 WAIT_SLICE_S = 1.0
 # Ray restarts a worker actor at most this many times (then it is lost for the job).
 WORKER_MAX_RESTARTS = 3
+# Attempts at creating a worker whose name a leftover actor holds, and seconds between them.
+NAME_ATTEMPTS = 5
+NAME_RETRY_DELAY_S = 1.0
 # Seconds to wait for the workers to report where they run.
 PLACEMENT_TIMEOUT_S = 600.0
 # Metrics exported through ray.util.metrics (shown on the Ray dashboard, prefixed "ray_").
@@ -217,20 +221,30 @@ class _WorkerPool:
         from services.cluster.worker import WorkerActor
 
         self.ray = ray
-        options = dict(cluster["worker_options"])
         remote = ray.remote(WorkerActor)
+        options = {"max_restarts": WORKER_MAX_RESTARTS, **cluster["worker_options"]}
         config_json = json.dumps(config.to_dict())
-        self.actors = [
-            remote.options(name=worker_name(job_id, i), max_restarts=WORKER_MAX_RESTARTS,
-                           **options).remote(config_json, i)
-            for i in range(cluster["num_workers"])
-        ]
+        self.actors = [self._named(remote, worker_name(job_id, i), options, config_json, i)
+                       for i in range(cluster["num_workers"])]
         self.size = len(self.actors)
         self.in_flight: dict[Any, int] = {}  # estimate ref -> worker index
         self.answered: dict[int, int] = {}  # worker index -> step of its last estimate
         self.lost: set[int] = set()  # failed; waiting for a restarted actor's first answer
         self.failures: dict[int, int] = {}  # worker index -> failed calls so far
         self.theta_ref, self.step = None, -1
+
+    def _named(self, remote: Any, name: str, options: dict[str, Any], *args: Any) -> Any:
+        """The actor ``name``; a leftover of that name is killed first: a worker of an earlier
+        learner of this job whose node died, which Ray removes only once the GCS declares
+        that node dead (~15-30 s), while a new learner may start within seconds."""
+        for _ in range(NAME_ATTEMPTS):
+            try:
+                return remote.options(name=name, **options).remote(*args)
+            except ValueError:  # the name is taken
+                with contextlib.suppress(ValueError):  # gone meanwhile
+                    self.ray.kill(self.ray.get_actor(name), no_restart=True)
+                time.sleep(NAME_RETRY_DELAY_S)
+        raise RuntimeError(f"an actor named {name} is in the way and could not be removed")
 
     def placements(self) -> list[dict[str, Any]]:
         refs = [actor.placement.remote() for actor in self.actors]
