@@ -132,7 +132,8 @@ class LearnerActor:
         try:
             while self.state.step < self.config.outer_steps and not self._stop.is_set():
                 step_events, record = self._one_step(pool, ray)
-                for event in step_events:  # (Ray's streaming generators reject `yield from`)
+                # Ray's streaming generators reject `yield from` (AttributeError: 'send').
+                for event in step_events:  # noqa: UP028
                     yield event
                 if record is None:
                     break

@@ -143,6 +143,11 @@ class TrainingRunner:
         if device == "cpu" and self.spec.distributed.gpus_per_worker:
             await self._call(self.store.log, self.job_id, "WARNING",
                              "the cluster has no GPU: falling back to CPU workers")
+        missing = runtime.missing_resources(options.get("resources", {}))
+        if missing:
+            await self._call(self.store.log, self.job_id, "WARNING",
+                             f"no node of the cluster has {', '.join(missing)}: the workers "
+                             "wait until one joins")
         distributed = self.spec.distributed
         cluster = {"num_workers": distributed.num_workers, "batch": distributed.batch,
                    "max_staleness": distributed.max_staleness, "worker_options": options}

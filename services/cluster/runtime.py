@@ -132,3 +132,11 @@ def cluster_gpus() -> float:
     import ray
 
     return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def missing_resources(requested: dict[str, float]) -> list[str]:
+    """The custom resources in ``requested`` that no node of the cluster has enough of."""
+    import ray
+
+    have = ray.cluster_resources()
+    return sorted(name for name, amount in requested.items() if have.get(name, 0.0) < amount)
