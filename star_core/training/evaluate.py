@@ -27,7 +27,9 @@ split); held-out evaluation is then skipped with a logged warning.
 All seeds (and, for the tuned-Adam baseline, all learning rates) train together: ``jax.vmap``
 over runs, ``jax.lax.scan`` over steps in chunks of at most ``MAX_CHUNK`` steps (so that the
 batches of one chunk fit in memory). Every run's numbers depend only on its own seed and
-hyperparameters, not on which other runs share the batch.
+hyperparameters, not on which other runs share the batch, up to floating-point rounding: XLA's
+batched kernels round differently for different batch sizes, and over thousands of steps that
+can move the second digit of a small final loss.
 
 Tuned Adam (the main baseline): Adam at every learning rate of ``ADAM_LR_GRID`` (7 points,
 log-spaced over [1e-4, 1e-1]) is trained on *tuning* seeds, disjoint from the reported ones
