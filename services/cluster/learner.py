@@ -126,7 +126,7 @@ class LearnerActor:
         pool = _WorkerPool(self.job_id, self.config, self.cluster)
         yield {"kind": "log", "level": "INFO",
                "message": f"starting {pool.size} workers at outer step {self.state.step}"}
-        yield {"kind": "placement", "workers": pool.placements()}
+        yield {"kind": "placement", "workers": pool.placements(self._stop)}
         metrics = _Metrics(self.job_id)
         last_saved = self.state.step
         try:
@@ -247,9 +247,13 @@ class _WorkerPool:
                 time.sleep(NAME_RETRY_DELAY_S)
         raise RuntimeError(f"an actor named {name} is in the way and could not be removed")
 
-    def placements(self) -> list[dict[str, Any]]:
+    def placements(self, stop: threading.Event) -> list[dict[str, Any]]:
+        """Where each placed worker runs; waits for all of them (PLACEMENT_TIMEOUT_S at most),
+        or until ``stop`` is set."""
         refs = [actor.placement.remote() for actor in self.actors]
-        ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=PLACEMENT_TIMEOUT_S)
+        ready, deadline = [], time.monotonic() + PLACEMENT_TIMEOUT_S
+        while len(ready) < len(refs) and not stop.is_set() and time.monotonic() < deadline:
+            ready, _ = self.ray.wait(refs, num_returns=len(refs), timeout=WAIT_SLICE_S)
         found = []
         for ref in ready:
             try:

@@ -139,3 +139,17 @@ def test_the_server_is_still_serving(running_service):
         client.ListJobs(service_pb2.ListJobsRequest(page_size=1))
     finally:
         channel.close()
+
+
+def test_a_job_asking_for_a_resource_no_node_has_warns_and_can_be_cancelled(client):
+    spec = tiny_spec(num_workers=1)
+    spec.worker_resources["no_such_node"] = 1.0
+    job = client.SubmitJob(service_pb2.SubmitJobRequest(spec=spec))
+    events = []
+    for event in watch(client, job.job_id, timeout=300):
+        events.append(event)
+        if event.WhichOneof("event") == "log" and "no_such_node" in event.log.message:
+            client.CancelJob(service_pb2.CancelJobRequest(job_id=job.job_id))
+    assert events[-1].state_change.to_state == job_pb2.JOB_STATE_CANCELLED
+    assert any("no node of the cluster has no_such_node" in e.log.message for e in events
+               if e.WhichOneof("event") == "log")
