@@ -77,19 +77,19 @@ def connect(
 
     if ray.is_initialized():
         context = ray.get_runtime_context()
-        return RayConnection(context.gcs_address, _dashboard_url(ray), False, "", owned=False)
+        return RayConnection(context.gcs_address, "", False, "", owned=False)
     if address:
-        ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
-        return RayConnection(ray.get_runtime_context().gcs_address, _dashboard_url(ray),
-                             False, "")
+        context = ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
+        return RayConnection(ray.get_runtime_context().gcs_address,
+                             _url(context.dashboard_url), False, "")
     options: dict[str, Any] = {"include_dashboard": True, "dashboard_host": dashboard_host}
     if dashboard_port is not None:
         options["dashboard_port"] = dashboard_port
     # address="local": always a new instance, never one that `ray start` left on this machine.
-    ray.init(address="local", num_cpus=num_cpus, namespace=NAMESPACE,
-             logging_level=logging.WARNING, **options)
-    return RayConnection(ray.get_runtime_context().gcs_address, _dashboard_url(ray), True,
-                         str(token_path))
+    context = ray.init(address="local", num_cpus=num_cpus, namespace=NAMESPACE,
+                       logging_level=logging.WARNING, **options)
+    return RayConnection(ray.get_runtime_context().gcs_address, _url(context.dashboard_url),
+                         True, str(token_path))
 
 
 def _ray_connected() -> bool:
@@ -106,17 +106,11 @@ def _reload_ray_config() -> None:
     Config.initialize("")
 
 
-def _dashboard_url(ray: Any) -> str:
-    try:
-        url = ray.get_runtime_context().dashboard_url  # may be missing in some versions
-    except AttributeError:
-        url = ""
-    if not url:
-        try:
-            url = ray._private.worker.global_worker.node.dashboard_url  # noqa: SLF001
-        except AttributeError:
-            url = ""
-    return f"http://{url}" if url and not url.startswith("http") else url
+def _url(address: str | None) -> str:
+    """``host:port`` of the dashboard as an http URL ("" when there is no dashboard)."""
+    if not address:
+        return ""
+    return address if address.startswith("http") else f"http://{address}"
 
 
 def disconnect(connection: RayConnection) -> None:

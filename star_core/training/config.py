@@ -3,8 +3,9 @@
 A run (docs/algorithm.md) meta-trains the learned optimizer ``optimizer`` (with constants
 ``optimizer_config``) on the tasks ``tasks`` with the gradient estimator ``estimator``
 (ES or PES) and the outer step of docs/algorithm.md (Adam at ``outer_learning_rate``, each
-meta-gradient element clipped to ``[-clip, clip]``, outer weight decay
-``outer_weight_decay * ||theta_mlp||^2``, on every meta-parameter when ``decay_all``).
+meta-gradient element clipped to ``[-clip, clip]``, outer weight decay in optax's convention:
+``outer_weight_decay * theta_mlp`` added to the meta-gradient, on every meta-parameter when
+``decay_all``).
 With several tasks, each outer step uses one, chosen by a schedule derived from ``seed``.
 
 The config round-trips through JSON (``to_dict`` / ``from_dict`` / ``from_file``); it is stored
