@@ -39,8 +39,10 @@ logger = logging.getLogger(__name__)
 LEARNER_RETRIES = 3
 # Seconds between attempts to remove a leftover actor of the same name.
 NAME_RETRY_DELAY_S = 1.0
-# XLA flags of a CPU worker: one thread, as the one CPU it asks Ray for.
-CPU_WORKER_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+# XLA flags of a CPU worker: no multi-threaded Eigen kernels, towards the one CPU it asks Ray
+# for. This does not bound XLA's own thread pool: measured, a worker still uses about 1.5 cores
+# of 2 (benchmarks/README.md, "Service scaling").
+CPU_WORKER_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false"
 # Counters kept across the learner's restarts (the learner reports increments).
 COUNTERS = {"stale_now": "stale_dropped", "restarts_now": "worker_restarts"}
 
