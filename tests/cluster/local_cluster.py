@@ -184,11 +184,13 @@ class LocalRayCluster:
         return self.state().list(StateResource.NODES, options=ListApiOptions(detail=True),
                                  raise_on_missing_output=False)
 
-    def actors(self, name: str) -> list[Any]:
-        """The ALIVE actors named ``name``."""
+    def actors(self, name: str, alive_only: bool = True) -> list[Any]:
+        """The actors named ``name`` (only the ALIVE ones unless ``alive_only`` is False: a
+        finished job's actors are DEAD but keep the node they ran on)."""
         from ray.util.state.common import ListApiOptions, StateResource
 
-        options = ListApiOptions(filters=[("name", "=", name), ("state", "=", "ALIVE")])
+        filters = [("name", "=", name)] + ([("state", "=", "ALIVE")] if alive_only else [])
+        options = ListApiOptions(filters=filters)
         return self.state().list(StateResource.ACTORS, options=options,
                                  raise_on_missing_output=False)
 

@@ -41,9 +41,11 @@ def is_metrics(event: job_pb2.JobEvent, at_least: int = 1) -> bool:
 
 
 def actor_nodes(cluster, job_id: str, num_workers: int) -> tuple[str, list[str]]:
-    """(node id of the job's learner, node ids of its workers) from Ray's state API."""
-    (learner,) = cluster.actors(learner_name(job_id))
-    workers = [cluster.actors(worker_name(job_id, i)) for i in range(num_workers)]
+    """(node id of the job's learner, node ids of its workers) from Ray's state API. Dead
+    actors count too: a tiny job may have ended (and its actors with it) by the time we ask."""
+    (learner,) = cluster.actors(learner_name(job_id), alive_only=False)
+    workers = [cluster.actors(worker_name(job_id, i), alive_only=False)
+               for i in range(num_workers)]
     assert all(len(found) == 1 for found in workers), workers
     return learner.node_id, [found[0].node_id for found in workers]
 
