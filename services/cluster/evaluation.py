@@ -74,14 +74,19 @@ async def evaluate_checkpoint(checkpoint: bytes, evaluation: Any, default_task: 
     ``evaluation`` is an ``EvaluationConfig``: its task ("" = ``default_task``), steps (None =
     its multiple of ``horizon``), seeds and baselines.
     """
+    task = evaluation.task or default_task
+    return await evaluation_task(checkpoint, task, evaluation.steps_for(horizon), evaluation)
+
+
+def evaluation_task(checkpoint: bytes, task: str, steps: int, evaluation: Any) -> Any:
+    """The Ray task (one CPU, ``JAX_PLATFORMS=cpu``) of :func:`run_evaluation`: its ref."""
     import ray
 
-    task = evaluation.task or default_task
     remote = ray.remote(run_evaluation).options(
         num_cpus=1, runtime_env={"env_vars": {"JAX_PLATFORMS": "cpu"}}
     )
-    return await remote.remote(checkpoint, task, evaluation.steps_for(horizon),
-                               evaluation.seeds, tuple(evaluation.baselines))
+    return remote.remote(checkpoint, task, steps, evaluation.seeds,
+                         tuple(evaluation.baselines))
 
 
 class EvaluationRunner:
@@ -134,8 +139,6 @@ class EvaluationRunner:
     async def _evaluate(self) -> list[dict[str, Any]]:
         import asyncio
 
-        import ray
-
         from star_core.training.checkpoint import load_checkpoint
 
         record = await asyncio.to_thread(self.store.get_checkpoint, self.spec.checkpoint_id)
@@ -149,8 +152,5 @@ class EvaluationRunner:
                              " steps")
         await asyncio.to_thread(self.store.log, self.job_id, "INFO",
                                 f"evaluating checkpoint {record.checkpoint_id} on {task}")
-        remote = ray.remote(run_evaluation).options(
-            num_cpus=1, runtime_env={"env_vars": {"JAX_PLATFORMS": "cpu"}})
-        self._ref = remote.remote(data, task, evaluation.steps_for(horizon or 1),
-                                  evaluation.seeds, tuple(evaluation.baselines))
+        self._ref = evaluation_task(data, task, evaluation.steps_for(horizon or 1), evaluation)
         return await self._ref

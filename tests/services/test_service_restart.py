@@ -23,6 +23,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.generated.star.v1 import job_pb2, service_pb2, service_pb2_grpc
+from tests.cluster.local_cluster import session_processes
 from tests.services.service_fixtures import tiny_spec
 
 pytestmark = pytest.mark.slow
@@ -37,17 +38,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _session_processes(sid: int) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if os.getsid(process.pid) == sid and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
-            continue
-    return found
 
 
 class ServeProcess:
@@ -92,9 +82,9 @@ class ServeProcess:
         self.process.wait(timeout=30)
         self.log.close()
         deadline = time.monotonic() + REAP_TIMEOUT_S
-        while time.monotonic() < deadline and _session_processes(sid):
+        while time.monotonic() < deadline and session_processes(sid):
             time.sleep(0.5)
-        left = _session_processes(sid)
+        left = session_processes(sid)
         for process in left:  # never leave anything behind, whatever the assertion says
             process.kill()
         return left
