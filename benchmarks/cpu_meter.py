@@ -50,8 +50,9 @@ class CpuMeter:
         for proc in me.children(recursive=True):
             with contextlib.suppress(psutil.Error):
                 title = " ".join(proc.cmdline())
-                self.groups[proc.pid] = next((g for p, g in self.GROUPS.items()
-                                              if p in title), "ray")
+                self.groups[proc.pid] = next(
+                    (g for p, g in self.GROUPS.items() if p in title), "ray"
+                )
         self.first = {pid: cpu_sample(pid) for pid in self.groups}
         self.last = dict(self.first)
 

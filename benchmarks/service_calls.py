@@ -26,6 +26,7 @@ def make_stub(address: str):
 
 # -- FetchCheckpoint ---------------------------------------------------------------------------
 
+
 def add_checkpoint(service, stub, size_mib: int, spec):
     """A PENDING job of ``service`` with an indexed checkpoint of ``size_mib`` random MiB."""
     from services.app import CHECKPOINT_DIR
@@ -64,19 +65,27 @@ def measure_fetch(service, stub, spec, size_mib: int, repeats: int) -> None:
                 raise RuntimeError(f"{name}: wrong number of bytes")
             rates[name].append(record.size_bytes / MIB / (time.perf_counter() - start))
     med = {name: statistics.median(r) for name, r in rates.items()}
-    print(f"| {size_mib} MiB checkpoint | MiB/s (median of {repeats}) "
-          "| range |\n|---|---:|---|")
+    print(f"| {size_mib} MiB checkpoint | MiB/s (median of {repeats}) | range |\n|---|---:|---|")
     for name, values in rates.items():
         print(f"| {name} | {med[name]:.0f} | {min(values):.0f}-{max(values):.0f} |")
     grpc_rate = med["FetchCheckpoint (gRPC, loopback)"]
-    print(f"FetchCheckpoint / local read: {grpc_rate / med['local read']:.3f}; target >= 200 "
-          f"MiB/s: {'met' if grpc_rate >= 200 else 'missed'}")
+    print(
+        f"FetchCheckpoint / local read: {grpc_rate / med['local read']:.3f}; target >= 200 "
+        f"MiB/s: {'met' if grpc_rate >= 200 else 'missed'}"
+    )
 
 
 # -- SubmitJob latency -------------------------------------------------------------------------
 
-def client_thread(address: str, spec, count: int, start: threading.Barrier,
-                  out: dict[str, list[float]], job_ids: list[str]) -> None:
+
+def client_thread(
+    address: str,
+    spec,
+    count: int,
+    start: threading.Barrier,
+    out: dict[str, list[float]],
+    job_ids: list[str],
+) -> None:
     """One client: its own channel, ``count`` x (SubmitJob, GetJob of that job), timed."""
     import grpc
 
@@ -121,12 +130,12 @@ def measure_submit(address: str, spec, clients: int, submits: int) -> list[str]:
     wall = time.perf_counter() - start
     if errors:
         raise RuntimeError(f"{len(errors)} client(s) failed; first: {errors[0]!r}")
-    print(f"| {clients} clients x {submits} | p50 ms | p99 ms | max ms |\n"
-          "|---|---:|---:|---:|")
+    print(f"| {clients} clients x {submits} | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|")
     for name, values in out.items():
         cuts = statistics.quantiles(values, n=100, method="inclusive")
-        print(f"| {name} | {cuts[49] * 1e3:.1f} | {cuts[98] * 1e3:.1f} "
-              f"| {max(values) * 1e3:.1f} |")
-    print(f"{len(out['SubmitJob'])} submits in {wall:.1f} s: "
-          f"{len(out['SubmitJob']) / wall:.0f} submits/s")
+        print(f"| {name} | {cuts[49] * 1e3:.1f} | {cuts[98] * 1e3:.1f} | {max(values) * 1e3:.1f} |")
+    print(
+        f"{len(out['SubmitJob'])} submits in {wall:.1f} s: "
+        f"{len(out['SubmitJob']) / wall:.0f} submits/s"
+    )
     return job_ids

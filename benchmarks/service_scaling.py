@@ -69,9 +69,14 @@ def job_spec(args: argparse.Namespace, num_workers: int, floor: bool = False):
     from services.generated.star.v1 import job_pb2
 
     steps = args.floor_steps if floor else args.outer_steps
-    spec = job_pb2.JobSpec(tasks=["nqm" if floor else "digits_mlp"], outer_steps=steps,
-                           num_workers=num_workers, checkpoint_interval=steps, seed=0,
-                           gpus_per_worker=0.0)
+    spec = job_pb2.JobSpec(
+        tasks=["nqm" if floor else "digits_mlp"],
+        outer_steps=steps,
+        num_workers=num_workers,
+        checkpoint_interval=steps,
+        seed=0,
+        gpus_per_worker=0.0,
+    )
     spec.estimator.kind = "pes"
     spec.estimator.horizon = FLOOR_HORIZON if floor else args.horizon
     spec.estimator.truncation_length = 1 if floor else args.truncation
@@ -79,22 +84,28 @@ def job_spec(args: argparse.Namespace, num_workers: int, floor: bool = False):
     return spec
 
 
-def steady(times: list[float], inner: list[float], rates: list[float], discard: int,
-           t0: float) -> dict:
+def steady(
+    times: list[float], inner: list[float], rates: list[float], discard: int, t0: float
+) -> dict:
     """Steady-state figures of a run from the end time and inner steps of every outer step
     (``t0``: when the run was started)."""
     if len(times) <= discard + 1:
         raise RuntimeError(f"only {len(times)} outer steps; need more than {discard + 1}")
     seconds = times[-1] - times[discard]
     walls = [b - a for a, b in itertools.pairwise(times[discard:])]
-    return {"steps_per_s": sum(inner[discard + 1:]) / seconds,
-            "median_step_wall": statistics.median(walls),
-            "median_step_rate": statistics.median(rates[discard + 1:]),
-            "measured_steps": len(times) - discard - 1, "seconds": seconds,
-            "inner_steps": sum(inner[discard + 1:]), "startup_s": times[discard] - t0}
+    return {
+        "steps_per_s": sum(inner[discard + 1 :]) / seconds,
+        "median_step_wall": statistics.median(walls),
+        "median_step_rate": statistics.median(rates[discard + 1 :]),
+        "measured_steps": len(times) - discard - 1,
+        "seconds": seconds,
+        "inner_steps": sum(inner[discard + 1 :]),
+        "startup_s": times[discard] - t0,
+    }
 
 
 # -- single process ----------------------------------------------------------------------------
+
 
 def child_main(config_json: str) -> None:
     """Run ``meta_train`` of the config; print every step's (time, inner steps, rate, CPU
@@ -131,11 +142,23 @@ def single_process(config_json: str, mode: str, discard: int, copies: int = 1) -
         env.update(XLA_FLAGS=CPU_WORKER_XLA_FLAGS, OMP_NUM_THREADS="1")
     cores = sorted(os.sched_getaffinity(0))
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, __file__, "--child", config_json,
-                               *(["--pin", str(cores[i % len(cores)])] if mode == PINNED else [])],
-                              env=env, cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
-             for i in range(copies)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--child",
+                config_json,
+                *(["--pin", str(cores[i % len(cores)])] if mode == PINNED else []),
+            ],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(copies)
+    ]
     rows = [child_result(proc, discard, t0) for proc in procs]
     total = dict(rows[0])
     for key in ("steps_per_s", "median_step_rate", "inner_steps"):
@@ -160,6 +183,7 @@ def child_result(proc: subprocess.Popen, discard: int, t0: float) -> dict:
 
 
 # -- through the service -----------------------------------------------------------------------
+
 
 def service_job(stub, spec, discard: int) -> dict:
     """Submit ``spec``, follow its METRICS events to the end; steady-state figures and the CPU
@@ -193,10 +217,13 @@ def derived(row: dict) -> dict[str, float]:
     and the cores' worth of time their threads waited for one (CPU contention), inner steps
     per CPU second, other processes' CPU ms per outer step."""
     cpu, seconds, steps = row["cpu"], row["seconds"], row["measured_steps"]
-    out = {"steps/s": row["steps_per_s"], "median step rate": row["median_step_rate"],
-           "compute cores": cpu["compute"] / seconds,
-           "waiting cores": cpu["compute_wait"] / seconds,
-           "steps per CPU-s": row["inner_steps"] / cpu["compute"]}
+    out = {
+        "steps/s": row["steps_per_s"],
+        "median step rate": row["median_step_rate"],
+        "compute cores": cpu["compute"] / seconds,
+        "waiting cores": cpu["compute_wait"] / seconds,
+        "steps per CPU-s": row["inner_steps"] / cpu["compute"],
+    }
     for group in ("learner", "ray", "service"):
         if group in cpu:
             out[f"{group} ms/step"] = 1e3 * cpu[group] / steps
@@ -225,11 +252,15 @@ def measure_throughput(stub, args: argparse.Namespace) -> dict[str, list[dict]]:
             row = run()
             steal = steal_share(before, machine_jiffies())
             results[name].append(derived(row))
-            figures = ", ".join(f"{k} {v:.2f}" if v < 10 else f"{k} {v:.0f}"
-                                for k, v in results[name][-1].items())
-            print(f"  round {round_ + 1} {name}: {figures} ({row['measured_steps']} steps in "
-                  f"{row['seconds']:.1f} s after {row['startup_s']:.0f} s of start-up; load "
-                  f"{os.getloadavg()[0]:.1f}, steal {steal:.0%})", flush=True)
+            figures = ", ".join(
+                f"{k} {v:.2f}" if v < 10 else f"{k} {v:.0f}" for k, v in results[name][-1].items()
+            )
+            print(
+                f"  round {round_ + 1} {name}: {figures} ({row['measured_steps']} steps in "
+                f"{row['seconds']:.1f} s after {row['startup_s']:.0f} s of start-up; load "
+                f"{os.getloadavg()[0]:.1f}, steal {steal:.0%})",
+                flush=True,
+            )
     return results
 
 
@@ -240,63 +271,108 @@ def measure_floor(stub, args: argparse.Namespace) -> None:
     spec = job_spec(args, 1, floor=True)
     config_json = json.dumps(spec_from_proto(spec).config.to_dict())
     discard = args.floor_steps // 5
-    rows = {f"meta_train, {WORKER_FLAGS}": single_process(config_json, WORKER_FLAGS, discard),
-            "service, 1 worker": service_job(stub, spec, discard)}
-    print("| floor job (nqm, 1 pair, K = 1) | median wall ms per outer step | CPU ms per outer"
-          " step (compute; learner, ray, service) |\n|---|---:|---|")
+    rows = {
+        f"meta_train, {WORKER_FLAGS}": single_process(config_json, WORKER_FLAGS, discard),
+        "service, 1 worker": service_job(stub, spec, discard),
+    }
+    print(
+        "| floor job (nqm, 1 pair, K = 1) | median wall ms per outer step | CPU ms per outer"
+        " step (compute; learner, ray, service) |\n|---|---:|---|"
+    )
     for name, row in rows.items():
-        cpu = ", ".join(f"{k} {1e3 * v / row['measured_steps']:.1f}"
-                        for k, v in row["cpu"].items() if k != "compute_wait")
+        cpu = ", ".join(
+            f"{k} {1e3 * v / row['measured_steps']:.1f}"
+            for k, v in row["cpu"].items()
+            if k != "compute_wait"
+        )
         print(f"| {name} | {1e3 * row['median_step_wall']:.1f} | {cpu} |", flush=True)
 
 
 def report_throughput(results: dict[str, list[dict]]) -> None:
     """Medians over rounds, as a Markdown table, and the two target ratios."""
     columns = list(dict.fromkeys(k for rows in results.values() for r in rows for k in r))
-    med = {name: {k: statistics.median(r[k] for r in rows if k in r) for k in columns
-                  if any(k in r for r in rows)} for name, rows in results.items()}
+    med = {
+        name: {
+            k: statistics.median(r[k] for r in rows if k in r)
+            for k in columns
+            if any(k in r for r in rows)
+        }
+        for name, rows in results.items()
+    }
     base = med[f"meta_train, {WORKER_FLAGS}"]["steps/s"]
     print(f"| run | {' | '.join(columns)} | x meta_train ({WORKER_FLAGS}) |")
     print("|---" + "|---:" * (len(columns) + 1) + "|")
     for name, figures in med.items():
-        cells = [f"{figures[k]:.2f}" if k in figures and figures[k] < 10 else
-                 f"{figures[k]:.0f}" if k in figures else "-" for k in columns]
+        cells = [
+            f"{figures[k]:.2f}"
+            if k in figures and figures[k] < 10
+            else f"{figures[k]:.0f}"
+            if k in figures
+            else "-"
+            for k in columns
+        ]
         print(f"| {name} | {' | '.join(cells)} | {figures['steps/s'] / base:.2f} |")
-    ratio("service, 1 worker", f"meta_train, {WORKER_FLAGS}", results, 0.9,
-          "service at 1 worker / meta_train with the worker's flags")
-    ratio("service, 1 worker", f"meta_train, {PINNED}", results, 0.9,
-          "service at 1 worker / meta_train pinned to one core")
-    ratio("service, 2 workers", "service, 1 worker", results, 1.7,
-          "service: 2 workers / 1 worker")
-    ratio(f"2 x meta_train at once, {PINNED} each", f"meta_train, {PINNED}", results, 1.7,
-          "no service: 2 one-core meta_train processes at once / 1 (what the machine gives)")
+    ratio(
+        "service, 1 worker",
+        f"meta_train, {WORKER_FLAGS}",
+        results,
+        0.9,
+        "service at 1 worker / meta_train with the worker's flags",
+    )
+    ratio(
+        "service, 1 worker",
+        f"meta_train, {PINNED}",
+        results,
+        0.9,
+        "service at 1 worker / meta_train pinned to one core",
+    )
+    ratio("service, 2 workers", "service, 1 worker", results, 1.7, "service: 2 workers / 1 worker")
+    ratio(
+        f"2 x meta_train at once, {PINNED} each",
+        f"meta_train, {PINNED}",
+        results,
+        1.7,
+        "no service: 2 one-core meta_train processes at once / 1 (what the machine gives)",
+    )
 
 
-def ratio(top: str, bottom: str, results: dict[str, list[dict]], target: float,
-          label: str) -> None:
+def ratio(top: str, bottom: str, results: dict[str, list[dict]], target: float, label: str) -> None:
     """Print the ratio of two runs' steps/s: the median of the per-round ratios (the runs of one
     round follow each other within a minute or two, so a change of the machine's load hits them
     more alike than runs of different rounds), and the ratio of the medians."""
-    per_round = [a["steps/s"] / b["steps/s"]
-                 for a, b in zip(results[top], results[bottom], strict=True)]
+    per_round = [
+        a["steps/s"] / b["steps/s"] for a, b in zip(results[top], results[bottom], strict=True)
+    ]
     headline = statistics.median(per_round)
-    of_medians = (statistics.median(r["steps/s"] for r in results[top])
-                  / statistics.median(r["steps/s"] for r in results[bottom]))
-    print(f"{label}: {headline:.2f} (median of rounds {', '.join(f'{r:.2f}' for r in per_round)}"
-          f"; ratio of medians {of_medians:.2f}); target >= {target}: "
-          f"{'met' if headline >= target else 'missed'}")
+    of_medians = statistics.median(r["steps/s"] for r in results[top]) / statistics.median(
+        r["steps/s"] for r in results[bottom]
+    )
+    print(
+        f"{label}: {headline:.2f} (median of rounds {', '.join(f'{r:.2f}' for r in per_round)}"
+        f"; ratio of medians {of_medians:.2f}); target >= {target}: "
+        f"{'met' if headline >= target else 'missed'}"
+    )
 
 
 # -- main --------------------------------------------------------------------------------------
 
-QUICK = {"rounds": 1, "outer_steps": 20, "discard": 4, "floor_steps": 60, "fetch_repeats": 3,
-         "submits": 5}
+QUICK = {
+    "rounds": 1,
+    "outer_steps": 20,
+    "discard": 4,
+    "floor_steps": 60,
+    "fetch_repeats": 3,
+    "submits": 5,
+}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help=f"shorter defaults: {', '.join(f'{k}={v}' for k, v in QUICK.items())}")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"shorter defaults: {', '.join(f'{k}={v}' for k, v in QUICK.items())}",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved throughput rounds")
     parser.add_argument("--outer-steps", type=int, default=30)
     parser.add_argument("--discard", type=int, default=5, help="start-up outer steps dropped")
@@ -325,8 +401,10 @@ def machine() -> str:
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
         names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    return (f"{cpu}, {os.cpu_count()} cores visible, jax {jax.__version__}, "
-            f"ray {ray.__version__}, grpcio {grpc.__version__}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores visible, jax {jax.__version__}, "
+        f"ray {ray.__version__}, grpcio {grpc.__version__}"
+    )
 
 
 def run_all(args: argparse.Namespace, data_root: Path) -> None:
@@ -334,12 +412,19 @@ def run_all(args: argparse.Namespace, data_root: Path) -> None:
 
     services, channels = [], []
     try:
-        runner = BackgroundService(ServiceOptions(data_dir=data_root / "run", port=0,
-                                                  max_running=1, run_scheduler=False))
+        runner = BackgroundService(
+            ServiceOptions(data_dir=data_root / "run", port=0, max_running=1, run_scheduler=False)
+        )
         services.append(runner.start())
-        idle = BackgroundService(ServiceOptions(data_dir=data_root / "idle", port=0,
-                                                max_running=0, max_jobs=MAX_JOBS,
-                                                run_scheduler=False))
+        idle = BackgroundService(
+            ServiceOptions(
+                data_dir=data_root / "idle",
+                port=0,
+                max_running=0,
+                max_jobs=MAX_JOBS,
+                run_scheduler=False,
+            )
+        )
         services.append(idle.start())
         channel, stub = make_stub(runner.address)
         idle_channel, idle_stub = make_stub(idle.address)
@@ -383,8 +468,9 @@ def main(argv: list[str] | None = None) -> None:
 
         ray.init(num_cpus=2, include_dashboard=False, namespace="star", logging_level="WARNING")
         try:
-            print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start",
-                  flush=True)
+            print(
+                f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start", flush=True
+            )
             run_all(args, Path(data_root))
             print(f"load average at the end: {os.getloadavg()[0]:.1f}")
         finally:

@@ -88,19 +88,33 @@ CURVE_POINTS = 300  # evaluation curves are smoothed with a window of steps / CU
 
 def runs() -> dict[str, MetaTrainConfig]:
     """The four meta-training runs of claim 1, by label."""
-    estimator = EstimatorConfig(kind="pes", sigma=SIGMA, truncation_length=TRUNCATION,
-                                horizon=HORIZON, num_pairs=PAIRS)
-    common = dict(tasks=(META_TASK,), estimator=estimator, outer_learning_rate=OUTER_LR,
-                  seed=0, checkpoint_interval=100)
-    out = {"blackbox": MetaTrainConfig(optimizer="blackbox", outer_weight_decay=0.0,
-                                       outer_steps=BLACKBOX_OUTER_STEPS, **common)}
+    estimator = EstimatorConfig(
+        kind="pes", sigma=SIGMA, truncation_length=TRUNCATION, horizon=HORIZON, num_pairs=PAIRS
+    )
+    common = dict(
+        tasks=(META_TASK,),
+        estimator=estimator,
+        outer_learning_rate=OUTER_LR,
+        seed=0,
+        checkpoint_interval=100,
+    )
+    out = {
+        "blackbox": MetaTrainConfig(
+            optimizer="blackbox", outer_weight_decay=0.0, outer_steps=BLACKBOX_OUTER_STEPS, **common
+        )
+    }
     for beta3 in (BETA3, BETA3_LARGE):
         for wd in WEIGHT_DECAYS:
             out[f"star_b{beta3:g}_wd{wd:g}"] = MetaTrainConfig(
-                optimizer="star", optimizer_config={"beta3": beta3}, outer_weight_decay=wd,
-                outer_steps=OUTER_STEPS, **common)
-    out["hyperparam"] = MetaTrainConfig(optimizer="hyperparam", outer_weight_decay=0.0,
-                                        outer_steps=OUTER_STEPS, **common)
+                optimizer="star",
+                optimizer_config={"beta3": beta3},
+                outer_weight_decay=wd,
+                outer_steps=OUTER_STEPS,
+                **common,
+            )
+    out["hyperparam"] = MetaTrainConfig(
+        optimizer="hyperparam", outer_weight_decay=0.0, outer_steps=OUTER_STEPS, **common
+    )
     return out
 
 
@@ -120,11 +134,16 @@ def stage_sweep(out: Path) -> None:
             result = ev.evaluate(task, lopt, theta, HORIZON, [0, 1], heldout_points=0)
             for row in result.per_seed():
                 rows.append({"beta3": beta3, "theta_draw": draw, **row})
-    stable = [b for b in BETA3_GRID if not any(r["diverged"] or r["final_loss"] > 1.0
-                                               for r in rows if r["beta3"] == b)]
+    stable = [
+        b
+        for b in BETA3_GRID
+        if not any(r["diverged"] or r["final_loss"] > 1.0 for r in rows if r["beta3"] == b)
+    ]
     chosen = max(stable) if stable else None
-    _write_json(out / "sweep_beta3.json", {"task": META_TASK, "steps": HORIZON, "rows": rows,
-                                           "stable": stable, "chosen": chosen})
+    _write_json(
+        out / "sweep_beta3.json",
+        {"task": META_TASK, "steps": HORIZON, "rows": rows, "stable": stable, "chosen": chosen},
+    )
     print(f"beta3 sweep: stable {stable}, chosen {chosen} -> {out / 'sweep_beta3.json'}")
 
 
@@ -138,18 +157,31 @@ SWEEP_TAIL = 30  # outer steps averaged at the end of a sweep run
 
 def _sweep_configs() -> dict[str, MetaTrainConfig]:
     def config(optimizer, optimizer_config, sigma, lr, wd, steps):
-        estimator = EstimatorConfig(kind="pes", sigma=sigma, truncation_length=TRUNCATION,
-                                    horizon=HORIZON, num_pairs=PAIRS)
-        return MetaTrainConfig(tasks=(META_TASK,), optimizer=optimizer,
-                               optimizer_config=optimizer_config, estimator=estimator,
-                               outer_learning_rate=lr, outer_weight_decay=wd,
-                               outer_steps=steps, seed=0, checkpoint_interval=steps)
+        estimator = EstimatorConfig(
+            kind="pes", sigma=sigma, truncation_length=TRUNCATION, horizon=HORIZON, num_pairs=PAIRS
+        )
+        return MetaTrainConfig(
+            tasks=(META_TASK,),
+            optimizer=optimizer,
+            optimizer_config=optimizer_config,
+            estimator=estimator,
+            outer_learning_rate=lr,
+            outer_weight_decay=wd,
+            outer_steps=steps,
+            seed=0,
+            checkpoint_interval=steps,
+        )
 
-    out = {f"star_lr{lr:g}": config("star", {"beta3": BETA3}, SIGMA, lr, WEIGHT_DECAYS[0],
-                                    SWEEP_STAR_STEPS) for lr in SWEEP_STAR_LRS}
+    out = {
+        f"star_lr{lr:g}": config(
+            "star", {"beta3": BETA3}, SIGMA, lr, WEIGHT_DECAYS[0], SWEEP_STAR_STEPS
+        )
+        for lr in SWEEP_STAR_LRS
+    }
     for sigma, lr in SWEEP_BLACKBOX:
-        out[f"blackbox_s{sigma:g}_lr{lr:g}"] = config("blackbox", {}, sigma, lr, 0.0,
-                                                      SWEEP_BLACKBOX_STEPS)
+        out[f"blackbox_s{sigma:g}_lr{lr:g}"] = config(
+            "blackbox", {}, sigma, lr, 0.0, SWEEP_BLACKBOX_STEPS
+        )
     return out
 
 
@@ -160,8 +192,11 @@ def stage_sweep_outer(out: Path) -> None:
         folder = out / "sweeps" / label
         meta_train(config, folder)
         loss = np.array([r["meta_loss"] for r in _read_metrics(folder)])
-        summary[label] = {"outer_steps": len(loss), "first_20_mean": float(loss[:20].mean()),
-                          f"last_{SWEEP_TAIL}_mean": float(loss[-SWEEP_TAIL:].mean())}
+        summary[label] = {
+            "outer_steps": len(loss),
+            "first_20_mean": float(loss[:20].mean()),
+            f"last_{SWEEP_TAIL}_mean": float(loss[-SWEEP_TAIL:].mean()),
+        }
     _write_json(out / "sweep_outer.json", summary)
     print(json.dumps(summary, indent=2))
 
@@ -171,6 +206,7 @@ def stage_train(out: Path, only: str | None) -> None:
         if only and label != only:
             continue
         with tqdm(total=config.outer_steps, desc=f"meta-train {label}") as bar:
+
             def progress(step, record, bar=bar):
                 bar.n = step
                 bar.set_postfix(meta_loss=f"{record['meta_loss']:.3f}")
@@ -250,20 +286,29 @@ def _eval_all(task_name: str, steps: int, seeds, out: Path) -> dict:
 def _plot_curves(results: dict, path: Path, title: str, horizon: int | None) -> None:
     """Training loss (left) and, where the task has a test split, held-out loss (right)."""
     heldout = any(r.heldout is not None for r in results.values())
-    fig, axes = plt.subplots(1, 2 if heldout else 1, figsize=(13 if heldout else 7, 4.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if heldout else 1, figsize=(13 if heldout else 7, 4.5), squeeze=False
+    )
     train_ax = axes[0, 0]
     for label, result in results.items():
         curves = np.where(np.isfinite(result.curves), result.curves, np.nan)
         median = np.nanmedian(curves, axis=0)
         window = max(1, len(median) // CURVE_POINTS)
         smooth = _smooth(median, window) if window > 1 else median
-        line, = train_ax.plot(np.arange(1, len(smooth) + 1) + (window - 1) / 2,
-                              np.maximum(smooth, LOSS_FLOOR), label=label)
+        (line,) = train_ax.plot(
+            np.arange(1, len(smooth) + 1) + (window - 1) / 2,
+            np.maximum(smooth, LOSS_FLOOR),
+            label=label,
+        )
         if heldout and result.heldout is not None:
             steps = np.maximum(np.asarray(result.heldout_steps), 1)
-            axes[0, 1].plot(steps, np.nanmedian(result.heldout, axis=0), "o-",
-                            color=line.get_color(), label=label)
+            axes[0, 1].plot(
+                steps,
+                np.nanmedian(result.heldout, axis=0),
+                "o-",
+                color=line.get_color(),
+                label=label,
+            )
     train_ax.set_ylabel("training loss (median over seeds, moving average)")
     if heldout:
         axes[0, 1].set_ylabel("held-out loss (median over seeds)")
@@ -290,8 +335,9 @@ def _table(results: dict) -> dict:
             if key in data:
                 table[label][key] = data[key]
         if data.get("heldout"):
-            table[label]["final_heldout"] = float(np.nanmean([h[-1] for h in data["heldout"]
-                                                               if h[-1] is not None]))
+            table[label]["final_heldout"] = float(
+                np.nanmean([h[-1] for h in data["heldout"] if h[-1] is not None])
+            )
     return table
 
 
@@ -302,11 +348,22 @@ def stage_long(out: Path) -> None:
         steps = multiple * HORIZON
         results = _eval_all(META_TASK, steps, EVAL_SEEDS, out)
         summary[f"{multiple}x"] = _table(results)
-        _plot_curves(results, out / f"claim2_{multiple}xT.png",
-                     f"{META_TASK}: {steps} steps ({multiple}x the horizon T={HORIZON})", HORIZON)
+        _plot_curves(
+            results,
+            out / f"claim2_{multiple}xT.png",
+            f"{META_TASK}: {steps} steps ({multiple}x the horizon T={HORIZON})",
+            HORIZON,
+        )
         _write_json(out / "claim2_long.json", summary)
-    print(json.dumps({m: {k: (v["final_loss"], v["diverged"]) for k, v in t.items()}
-                      for m, t in summary.items()}, indent=2))
+    print(
+        json.dumps(
+            {
+                m: {k: (v["final_loss"], v["diverged"]) for k, v in t.items()}
+                for m, t in summary.items()
+            },
+            indent=2,
+        )
+    )
 
 
 def stage_generalize(out: Path) -> None:
@@ -315,19 +372,33 @@ def stage_generalize(out: Path) -> None:
     for task_name, steps in GENERALIZE.items():
         results = _eval_all(task_name, steps, GENERALIZE_SEEDS, out)
         summary[task_name] = _table(results)
-        _plot_curves(results, out / f"claim3_{task_name}.png",
-                     f"{task_name}: meta-trained on {META_TASK} only", None)
+        _plot_curves(
+            results,
+            out / f"claim3_{task_name}.png",
+            f"{task_name}: meta-trained on {META_TASK} only",
+            None,
+        )
         _write_json(out / "claim3_generalize.json", summary)
-    print(json.dumps({t: {k: (v["final_loss"], v["diverged"]) for k, v in r.items()}
-                      for t, r in summary.items()}, indent=2))
+    print(
+        json.dumps(
+            {
+                t: {k: (v["final_loss"], v["diverged"]) for k, v in r.items()}
+                for t, r in summary.items()
+            },
+            indent=2,
+        )
+    )
 
 
 def stage_adam(out: Path) -> None:
     """Only the tuned-Adam rows of claims 2 and 3, written into their JSON (created if absent)."""
-    jobs = [("claim2_long.json", f"{m}x", META_TASK, m * HORIZON, EVAL_SEEDS)
-            for m in LONG_MULTIPLES]
-    jobs += [("claim3_generalize.json", name, name, steps, GENERALIZE_SEEDS)
-             for name, steps in GENERALIZE.items()]
+    jobs = [
+        ("claim2_long.json", f"{m}x", META_TASK, m * HORIZON, EVAL_SEEDS) for m in LONG_MULTIPLES
+    ]
+    jobs += [
+        ("claim3_generalize.json", name, name, steps, GENERALIZE_SEEDS)
+        for name, steps in GENERALIZE.items()
+    ]
     for file, group, task_name, steps, seeds in jobs:
         start = time.perf_counter()
         result = ev.tune_adam(tasks.get(task_name), steps, seeds)
@@ -335,16 +406,23 @@ def stage_adam(out: Path) -> None:
         summary = json.loads(path.read_text()) if path.exists() else {}
         summary.setdefault(group, {}).update(_table({TUNED_ADAM: result}))
         _write_json(path, summary)
-        print(f"{group}: lr {result.extra['learning_rate']:g},"
-              f" {time.perf_counter() - start:.0f} s -> {path}")
+        print(
+            f"{group}: lr {result.extra['learning_rate']:g},"
+            f" {time.perf_counter() - start:.0f} s -> {path}"
+        )
 
 
 def _markdown(summary: dict, group_name: str) -> str:
     """One markdown table: rows = optimizers, columns = groups (horizons or tasks)."""
     groups = list(summary)
-    header = "| optimizer | " + " | ".join(
-        f"{g}: final train / mean train / final held-out / diverged (train, held-out)"
-        for g in groups) + " |"
+    header = (
+        "| optimizer | "
+        + " | ".join(
+            f"{g}: final train / mean train / final held-out / diverged (train, held-out)"
+            for g in groups
+        )
+        + " |"
+    )
     lines = [header, "|---|" + "---|" * len(groups)]
     for label in summary[groups[0]]:
         cells = []
@@ -354,16 +432,20 @@ def _markdown(summary: dict, group_name: str) -> str:
             held = "-" if held is None else f"{held:.3g}"
             held_flag = row.get("heldout_diverged")
             held_flag = "-" if held_flag is None else held_flag
-            cells.append(f"{row['final_loss']:.3g} / {row['mean_loss']:.3g} / {held} / "
-                         f"{row['diverged']}, {held_flag}")
+            cells.append(
+                f"{row['final_loss']:.3g} / {row['mean_loss']:.3g} / {held} / "
+                f"{row['diverged']}, {held_flag}"
+            )
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return f"({group_name}; losses are means over seeds)\n\n" + "\n".join(lines)
 
 
 def stage_report(out: Path) -> None:
     """Markdown tables of claims 2 and 3 (pasted into docs/results.md)."""
-    for name, group in (("claim2_long.json", "multiples of T"),
-                        ("claim3_generalize.json", "tasks")):
+    for name, group in (
+        ("claim2_long.json", "multiples of T"),
+        ("claim3_generalize.json", "tasks"),
+    ):
         path = out / name
         if path.exists():
             print(_markdown(json.loads(path.read_text()), group), end="\n\n")
@@ -371,14 +453,29 @@ def stage_report(out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=("sweep", "sweep-outer", "train", "plot", "long",
-                                          "generalize", "adam", "report", "all"))
+    parser.add_argument(
+        "stage",
+        choices=(
+            "sweep",
+            "sweep-outer",
+            "train",
+            "plot",
+            "long",
+            "generalize",
+            "adam",
+            "report",
+            "all",
+        ),
+    )
     parser.add_argument("--out", type=Path, default=Path("results/claims"))
     parser.add_argument("--only", help="train only the run with this label")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    stages = ("sweep", "sweep-outer", "train", "plot", "long", "generalize", "report") if (
-        args.stage == "all") else (args.stage,)
+    stages = (
+        ("sweep", "sweep-outer", "train", "plot", "long", "generalize", "report")
+        if (args.stage == "all")
+        else (args.stage,)
+    )
     for stage in stages:
         if stage == "train":
             stage_train(args.out, args.only)

@@ -78,9 +78,13 @@ class StarService:
         options = self.options
         data_dir = Path(options.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.ray = runtime.connect(options.ray_address, data_dir, num_cpus=options.num_cpus,
-                                   dashboard_host=options.dashboard_host,
-                                   dashboard_port=options.dashboard_port)
+        self.ray = runtime.connect(
+            options.ray_address,
+            data_dir,
+            num_cpus=options.num_cpus,
+            dashboard_host=options.dashboard_host,
+            dashboard_port=options.dashboard_port,
+        )
         await self._start_components(data_dir)
 
     async def _start_components(self, data_dir: Path) -> None:
@@ -95,19 +99,29 @@ class StarService:
         options = self.options
         self.store = Store(data_dir / DB_FILE)
         checkpoints = CheckpointStore(data_dir / CHECKPOINT_DIR)
-        self.manager = JobManager(self.store, checkpoints, convert.spec_from_json,
-                                  convert.evaluation_job_from_json, max_jobs=options.max_jobs,
-                                  max_running=options.max_running)
+        self.manager = JobManager(
+            self.store,
+            checkpoints,
+            convert.spec_from_json,
+            convert.evaluation_job_from_json,
+            max_jobs=options.max_jobs,
+            max_running=options.max_running,
+        )
         await self.manager.start()
         if options.run_scheduler:
             from services.schedule import Scheduler
 
             self.scheduler = Scheduler(self.store, self.manager)
             self._scheduler_task = asyncio.create_task(self.scheduler.run(), name="star-cron")
-        self.servicer = MetaTrainingServicer(self.store, checkpoints, self.manager,
-                                             self.scheduler)
-        self.server = await build_server(self.servicer, options.host, options.port,
-                                         options.token, options.tls_cert, options.tls_key)
+        self.servicer = MetaTrainingServicer(self.store, checkpoints, self.manager, self.scheduler)
+        self.server = await build_server(
+            self.servicer,
+            options.host,
+            options.port,
+            options.token,
+            options.tls_cert,
+            options.tls_key,
+        )
 
     async def stop(self) -> None:
         """Stop serving; running jobs checkpoint and resume on the next start."""
@@ -137,8 +151,9 @@ class BackgroundService:
         import threading
 
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="star-service",
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.loop.run_forever, name="star-service", daemon=True
+        )
         self.service = StarService(options)
 
     def call(self, coroutine: Any, timeout: float = 300.0) -> Any:

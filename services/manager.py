@@ -81,11 +81,19 @@ class JobManager:
             latest = await asyncio.to_thread(self.store.latest_checkpoint, job.job_id)
             step = latest.step if latest else 0
             await asyncio.to_thread(
-                self.store.transition, job.job_id, JobState.PENDING,
-                f"the service restarted: resuming from step {step}", rewind_to_step=step)
+                self.store.transition,
+                job.job_id,
+                JobState.PENDING,
+                f"the service restarted: resuming from step {step}",
+                rewind_to_step=step,
+            )
         for job in await asyncio.to_thread(self._all_jobs, [JobState.CANCELLING]):
-            await asyncio.to_thread(self.store.transition, job.job_id, JobState.CANCELLED,
-                                    "cancelled (the service restarted meanwhile)")
+            await asyncio.to_thread(
+                self.store.transition,
+                job.job_id,
+                JobState.CANCELLED,
+                "cancelled (the service restarted meanwhile)",
+            )
 
     def _all_jobs(self, states: list[JobState]) -> list[Job]:
         jobs, token = [], None
@@ -119,17 +127,30 @@ class JobManager:
         """Create a PENDING job (see the module docstring); the same request_id returns the
         same job."""
         job, created = await asyncio.to_thread(
-            self.store.create_job, spec_json, kind=kind, request_id=request_id,
-            schedule_id=schedule_id, fire_time=fire_time, max_active=self.max_jobs)
+            self.store.create_job,
+            spec_json,
+            kind=kind,
+            request_id=request_id,
+            schedule_id=schedule_id,
+            fire_time=fire_time,
+            max_active=self.max_jobs,
+        )
         if created:
             self.wake()
         return job
 
-    async def submit_spec_json(self, spec_json: str, *, request_id: str = "",
-                               schedule_id: str = "", fire_time: datetime | None = None) -> Job:
+    async def submit_spec_json(
+        self,
+        spec_json: str,
+        *,
+        request_id: str = "",
+        schedule_id: str = "",
+        fire_time: datetime | None = None,
+    ) -> Job:
         """A training job (the interface the scheduler uses)."""
-        return await self.submit(spec_json, request_id=request_id, schedule_id=schedule_id,
-                                 fire_time=fire_time)
+        return await self.submit(
+            spec_json, request_id=request_id, schedule_id=schedule_id, fire_time=fire_time
+        )
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a job; a finished job is returned unchanged."""
@@ -166,11 +187,13 @@ class JobManager:
     def _launch(self, job: Job) -> None:
         try:
             if job.kind is JobKind.TRAINING:
-                runner = TrainingRunner(self.store, self.checkpoints, job.job_id,
-                                        self.parse_training(job.spec_json))
+                runner = TrainingRunner(
+                    self.store, self.checkpoints, job.job_id, self.parse_training(job.spec_json)
+                )
             else:
-                runner = EvaluationRunner(self.store, self.checkpoints, job.job_id,
-                                          self.parse_evaluation(job.spec_json))
+                runner = EvaluationRunner(
+                    self.store, self.checkpoints, job.job_id, self.parse_evaluation(job.spec_json)
+                )
         except Exception as err:  # a stored spec that no longer parses
             logger.exception("job %s: bad stored spec", job.job_id)
             self.store.transition(job.job_id, JobState.FAILED, f"invalid stored spec: {err}")

@@ -35,7 +35,10 @@ def test_core_and_load_optimizer_do_not_import_tfds_or_protobuf(tmp_path):
     path = tmp_path / "step_000000.safetensors"
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(path), *FORBIDDEN],
-        capture_output=True, text=True, timeout=300, check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["finite"]
@@ -52,6 +55,9 @@ def test_reading_a_dataset_still_imports_tfds_on_first_use(tmp_path):
     )
     result = subprocess.run(
         [sys.executable, "-c", script, str(tmp_path)],
-        capture_output=True, text=True, timeout=300, check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     )
     assert result.stdout.split("\n")[-2] == "False True (360, 8, 8, 1)"

@@ -59,8 +59,10 @@ async def _reject_stream(request: Any, context: grpc.aio.ServicerContext):
 
 def _rejecting(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """A handler of the same shape as ``handler`` that answers UNAUTHENTICATED."""
-    codecs = {"request_deserializer": handler.request_deserializer,
-              "response_serializer": handler.response_serializer}
+    codecs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
     if handler.unary_stream:
         return grpc.unary_stream_rpc_method_handler(_reject_stream, **codecs)
     return grpc.unary_unary_rpc_method_handler(_reject, **codecs)

@@ -65,22 +65,27 @@ async def build_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME), server)
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
     address = f"{host}:{port}"
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
     if tls_cert is not None:
         credentials = grpc.ssl_server_credentials(
-            [(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())])
+            [(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())]
+        )
         bound = server.add_secure_port(address, credentials)
     else:
         bound = server.add_insecure_port(address)
         if not is_loopback(host):
             logger.warning("the API on %s is NOT encrypted: use --tls-cert/--tls-key", address)
     if not token and not is_loopback(host):
-        logger.warning("the API on %s has NO token: anyone who reaches it can submit jobs",
-                       address)
+        logger.warning("the API on %s has NO token: anyone who reaches it can submit jobs", address)
     if bound == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()

@@ -44,8 +44,14 @@ WARM_START_FIELD = "spec.warm_start_checkpoint_id"
 class MetaTrainingServicer(service_pb2_grpc.MetaTrainingServicer):
     """See the module docstring. ``scheduler`` may be None (schedules then FAILED_PRECONDITION)."""
 
-    def __init__(self, store: Any, checkpoints: Any, manager: Any, scheduler: Any = None,
-                 max_streams: int = DEFAULT_MAX_STREAMS):
+    def __init__(
+        self,
+        store: Any,
+        checkpoints: Any,
+        manager: Any,
+        scheduler: Any = None,
+        max_streams: int = DEFAULT_MAX_STREAMS,
+    ):
         self.store = store
         self.checkpoints = checkpoints
         self.manager = manager
@@ -86,10 +92,12 @@ class MetaTrainingServicer(service_pb2_grpc.MetaTrainingServicer):
         states = convert.states_filter(request)
         if request.page_size < 0:
             raise ConfigError("page_size", "page_size must be >= 0")
-        jobs, token = await asyncio.to_thread(self.store.list_jobs, states, request.page_size,
-                                              request.page_token)
-        return service_pb2.ListJobsResponse(jobs=[convert.job_to_proto(j) for j in jobs],
-                                            next_page_token=token)
+        jobs, token = await asyncio.to_thread(
+            self.store.list_jobs, states, request.page_size, request.page_token
+        )
+        return service_pb2.ListJobsResponse(
+            jobs=[convert.job_to_proto(j) for j in jobs], next_page_token=token
+        )
 
     @unary
     async def CancelJob(self, request, context) -> job_pb2.Job:
@@ -99,8 +107,9 @@ class MetaTrainingServicer(service_pb2_grpc.MetaTrainingServicer):
     async def Evaluate(self, request, context) -> job_pb2.Job:
         submission = convert.evaluate_request(request)
         await asyncio.to_thread(self.store.get_checkpoint, submission.spec.checkpoint_id)
-        job = await self.manager.submit(submission.spec_json, kind=JobKind.EVALUATION,
-                                        request_id=submission.request_id)
+        job = await self.manager.submit(
+            submission.spec_json, kind=JobKind.EVALUATION, request_id=submission.request_id
+        )
         return convert.job_to_proto(job)
 
     @streaming
@@ -128,8 +137,9 @@ class MetaTrainingServicer(service_pb2_grpc.MetaTrainingServicer):
         last = request.after_seq
         while True:
             woken.clear()
-            events = await asyncio.to_thread(self.store.events_after, job_id, last,
-                                             from_step=request.from_step)
+            events = await asyncio.to_thread(
+                self.store.events_after, job_id, last, from_step=request.from_step
+            )
             for event in events:
                 yield convert.event_to_proto(event)
                 last = event.seq
@@ -139,8 +149,9 @@ class MetaTrainingServicer(service_pb2_grpc.MetaTrainingServicer):
                 job = await asyncio.to_thread(self.store.get_job, job_id)
                 if job.state.is_terminal() and last >= job.last_seq:
                     # A client that resumes after the end gets the terminal event again.
-                    for event in await asyncio.to_thread(self.store.events_after, job_id,
-                                                         job.last_seq - 1):
+                    for event in await asyncio.to_thread(
+                        self.store.events_after, job_id, job.last_seq - 1
+                    ):
                         yield convert.event_to_proto(event)
                     return
                 with contextlib.suppress(TimeoutError):
@@ -152,7 +163,8 @@ class MetaTrainingServicer(service_pb2_grpc.MetaTrainingServicer):
     async def ListCheckpoints(self, request, context) -> service_pb2.ListCheckpointsResponse:
         records = await asyncio.to_thread(self.store.list_checkpoints, request.job_id)
         return service_pb2.ListCheckpointsResponse(
-            checkpoints=[convert.checkpoint_to_proto(r) for r in records])
+            checkpoints=[convert.checkpoint_to_proto(r) for r in records]
+        )
 
     @streaming
     async def FetchCheckpoint(self, request, context) -> AsyncIterator[job_pb2.CheckpointChunk]:
@@ -163,17 +175,18 @@ class MetaTrainingServicer(service_pb2_grpc.MetaTrainingServicer):
         try:
             total = record.size_bytes
             if not 0 <= request.offset <= total:
-                raise ConfigError("offset", f"offset must be in [0, {total}], got "
-                                            f"{request.offset}")
+                raise ConfigError("offset", f"offset must be in [0, {total}], got {request.offset}")
             offset = request.offset
             await asyncio.to_thread(handle.seek, offset)
             while offset < total:
                 data = await asyncio.to_thread(handle.read, CHUNK_BYTES)
                 if not data:
-                    raise RuntimeError(f"checkpoint {record.checkpoint_id}: file shorter than "
-                                       "its record")
-                yield job_pb2.CheckpointChunk(data=data, offset=offset, total_size=total,
-                                              sha256=record.sha256)
+                    raise RuntimeError(
+                        f"checkpoint {record.checkpoint_id}: file shorter than its record"
+                    )
+                yield job_pb2.CheckpointChunk(
+                    data=data, offset=offset, total_size=total, sha256=record.sha256
+                )
                 offset += len(data)
             if total == 0:
                 yield job_pb2.CheckpointChunk(offset=0, total_size=0, sha256=record.sha256)
@@ -199,10 +212,12 @@ class MetaTrainingServicer(service_pb2_grpc.MetaTrainingServicer):
     async def ListSchedules(self, request, context) -> service_pb2.ListSchedulesResponse:
         if request.page_size < 0:
             raise ConfigError("page_size", "page_size must be >= 0")
-        schedules, token = await asyncio.to_thread(self.store.list_schedules,
-                                                   request.page_size, request.page_token)
+        schedules, token = await asyncio.to_thread(
+            self.store.list_schedules, request.page_size, request.page_token
+        )
         return service_pb2.ListSchedulesResponse(
-            schedules=[convert.schedule_to_proto(s) for s in schedules], next_page_token=token)
+            schedules=[convert.schedule_to_proto(s) for s in schedules], next_page_token=token
+        )
 
     @unary
     async def PauseSchedule(self, request, context):

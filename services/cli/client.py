@@ -49,21 +49,40 @@ DEFAULT_TIMEOUT_S = 30.0
 USER_ERROR_EXIT = 2
 SERVER_ERROR_EXIT = 1
 # Status codes (by name) whose cause is in the request: exit 2. Every other code: exit 1.
-USER_CODES = frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "ALREADY_EXISTS", "FAILED_PRECONDITION",
-                        "UNAUTHENTICATED", "PERMISSION_DENIED", "OUT_OF_RANGE"})
+USER_CODES = frozenset(
+    {
+        "INVALID_ARGUMENT",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "FAILED_PRECONDITION",
+        "UNAUTHENTICATED",
+        "PERMISSION_DENIED",
+        "OUT_OF_RANGE",
+    }
+)
 # Status codes after which a cut stream (watch, fetch) is opened again.
-TRANSIENT_CODES = frozenset({"UNAVAILABLE", "INTERNAL", "UNKNOWN", "ABORTED", "CANCELLED",
-                             "DEADLINE_EXCEEDED"})
+TRANSIENT_CODES = frozenset(
+    {"UNAVAILABLE", "INTERNAL", "UNKNOWN", "ABORTED", "CANCELLED", "DEADLINE_EXCEEDED"}
+)
 # The largest page a List RPC sends.
 MAX_PAGE_SIZE = 1000
 # The RPCs that stream their answers: no deadline.
 STREAMING_METHODS = frozenset({"WatchJob", "FetchCheckpoint"})
 # gRPC's own retry of calls that never reached a server (3 tries within about a second).
-SERVICE_CONFIG = {"methodConfig": [{
-    "name": [{"service": "star.v1.MetaTraining"}],
-    "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.2s", "maxBackoff": "1s",
-                    "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]},
-}]}
+SERVICE_CONFIG = {
+    "methodConfig": [
+        {
+            "name": [{"service": "star.v1.MetaTraining"}],
+            "retryPolicy": {
+                "maxAttempts": 3,
+                "initialBackoff": "0.2s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
 # Words in an UNAVAILABLE status that mean the TLS handshake failed (not a missing server).
 TLS_WORDS = ("ssl", "tls", "handshake", "certificate", "verification")
 
@@ -80,17 +99,35 @@ def add_connection_flags(parser: argparse.ArgumentParser) -> None:
     """``--server``, ``--token``, ``--tls-ca``, ``--tls-server-name`` and ``--timeout``."""
     env = os.environ.get
     group = parser.add_argument_group("connection")
-    group.add_argument("--server", default=env("STAR_SERVER", DEFAULT_SERVER), metavar="HOST:PORT",
-                       help=f"STAR server (env STAR_SERVER; default {DEFAULT_SERVER})")
-    group.add_argument("--token", default=env("STAR_TOKEN"),
-                       help="bearer token of the server (env STAR_TOKEN)")
-    group.add_argument("--tls-ca", type=Path, default=env("STAR_TLS_CA"), metavar="FILE",
-                       help="PEM certificates to trust; turns TLS on (env STAR_TLS_CA)")
-    group.add_argument("--tls-server-name", default=env("STAR_TLS_SERVER_NAME"), metavar="NAME",
-                       help="name on the server's certificate, if not HOST"
-                            " (env STAR_TLS_SERVER_NAME)")
-    group.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
-                       help=f"deadline of each call (default {DEFAULT_TIMEOUT_S:g})")
+    group.add_argument(
+        "--server",
+        default=env("STAR_SERVER", DEFAULT_SERVER),
+        metavar="HOST:PORT",
+        help=f"STAR server (env STAR_SERVER; default {DEFAULT_SERVER})",
+    )
+    group.add_argument(
+        "--token", default=env("STAR_TOKEN"), help="bearer token of the server (env STAR_TOKEN)"
+    )
+    group.add_argument(
+        "--tls-ca",
+        type=Path,
+        default=env("STAR_TLS_CA"),
+        metavar="FILE",
+        help="PEM certificates to trust; turns TLS on (env STAR_TLS_CA)",
+    )
+    group.add_argument(
+        "--tls-server-name",
+        default=env("STAR_TLS_SERVER_NAME"),
+        metavar="NAME",
+        help="name on the server's certificate, if not HOST (env STAR_TLS_SERVER_NAME)",
+    )
+    group.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"deadline of each call (default {DEFAULT_TIMEOUT_S:g})",
+    )
 
 
 class Stub:
@@ -164,8 +201,11 @@ def _unavailable(details: str, server: str, tls: bool) -> str:
     match = re.search(r"last error: \w+: \S+: (.*)", details)
     cause = match.group(1) if match else details
     if any(word in cause.lower() for word in TLS_WORDS):
-        hint = " (give --tls-server-name NAME when the certificate is not for HOST)" \
-            if "hostname" in cause.lower() else ""
+        hint = (
+            " (give --tls-server-name NAME when the certificate is not for HOST)"
+            if "hostname" in cause.lower()
+            else ""
+        )
         return f"TLS connection to {server} failed: {cause}{hint}"
     if not tls and "socket closed" in cause.lower():
         return f"{server} closed the connection (if it serves TLS, give --tls-ca)"
@@ -206,8 +246,9 @@ def collect_pages(list_call: Any, make_request: Any, items: str, limit: int) -> 
     found: list[Any] = []
     token = ""
     while len(found) < limit:
-        page = list_call(make_request(page_size=min(limit - len(found), MAX_PAGE_SIZE),
-                                      page_token=token))
+        page = list_call(
+            make_request(page_size=min(limit - len(found), MAX_PAGE_SIZE), page_token=token)
+        )
         found.extend(getattr(page, items))
         token = page.next_page_token
         if not token:

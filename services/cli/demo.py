@@ -39,13 +39,20 @@ EVAL_BASELINES = ("adam",)
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="start the service, meta-train STAR on digits, evaluate it against Adam")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help=f"output folder (default {DEFAULT_OUT})")
-    parser.add_argument("--outer-steps", type=int, default=DEMO_OUTER_STEPS,
-                        help=f"outer steps of meta-training (default {DEMO_OUTER_STEPS})")
-    parser.add_argument("--workers", type=int, default=DEMO_WORKERS,
-                        help=f"worker actors (default {DEMO_WORKERS})")
+        "demo", help="start the service, meta-train STAR on digits, evaluate it against Adam"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--outer-steps",
+        type=int,
+        default=DEMO_OUTER_STEPS,
+        help=f"outer steps of meta-training (default {DEMO_OUTER_STEPS})",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=DEMO_WORKERS, help=f"worker actors (default {DEMO_WORKERS})"
+    )
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance")
     parser.set_defaults(handler=run_demo)
 
@@ -54,8 +61,13 @@ def demo_spec(outer_steps: int, workers: int) -> Any:
     """The demo's JobSpec (every other field takes the library's default)."""
     from services.generated.star.v1 import job_pb2
 
-    spec = job_pb2.JobSpec(tasks=[DEMO_TASK], outer_steps=outer_steps, num_workers=workers,
-                           checkpoint_interval=DEMO_CHECKPOINT_INTERVAL, seed=0)
+    spec = job_pb2.JobSpec(
+        tasks=[DEMO_TASK],
+        outer_steps=outer_steps,
+        num_workers=workers,
+        checkpoint_interval=DEMO_CHECKPOINT_INTERVAL,
+        seed=0,
+    )
     spec.optimizer.kind = "star"
     spec.estimator.kind = "pes"
     spec.estimator.horizon = DEMO_HORIZON
@@ -65,8 +77,9 @@ def demo_spec(outer_steps: int, workers: int) -> Any:
 
 
 def _client_args(address: str) -> argparse.Namespace:
-    return argparse.Namespace(server=address, token=None, tls_ca=None, tls_server_name=None,
-                              timeout=120.0)
+    return argparse.Namespace(
+        server=address, token=None, tls_ca=None, tls_server_name=None, timeout=120.0
+    )
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -79,9 +92,15 @@ def run_demo(args: argparse.Namespace) -> int:
         raise NotADirectoryError(f"--out {args.out} exists and is not a directory")
     start = time.monotonic()
     print("starting the STAR service (local Ray, SQLite, checkpoints) ...", flush=True)
-    service = BackgroundService(ServiceOptions(
-        data_dir=args.out / "star-data", port=0, num_cpus=args.num_cpus, max_running=1,
-        run_scheduler=False)).start()
+    service = BackgroundService(
+        ServiceOptions(
+            data_dir=args.out / "star-data",
+            port=0,
+            num_cpus=args.num_cpus,
+            max_running=1,
+            run_scheduler=False,
+        )
+    ).start()
     try:
         print("\n".join(describe(service.service)), flush=True)
         _run(args, service.address)
@@ -101,13 +120,20 @@ def _run(args: argparse.Namespace, address: str) -> None:
 
     with connect(_client_args(address)) as stub:
         spec = demo_spec(args.outer_steps, args.workers)
-        job = stub.SubmitJob(service_pb2.SubmitJobRequest(
-            spec=spec, request_id=f"star-demo-{uuid.uuid4().hex[:12]}"))
-        print(f"\nmeta-training STAR on {DEMO_TASK}: job {job.job_id}, {args.workers} workers, "
-              f"{args.outer_steps} outer steps, horizon {DEMO_HORIZON}", flush=True)
+        job = stub.SubmitJob(
+            service_pb2.SubmitJobRequest(spec=spec, request_id=f"star-demo-{uuid.uuid4().hex[:12]}")
+        )
+        print(
+            f"\nmeta-training STAR on {DEMO_TASK}: job {job.job_id}, {args.workers} workers, "
+            f"{args.outer_steps} outer steps, horizon {DEMO_HORIZON}",
+            flush=True,
+        )
         job = watch_job(stub, job.job_id)
-        curve = [(e.metrics.step, e.metrics.metrics.meta_loss) for e in follow(stub, job.job_id)
-                 if e.WhichOneof("event") == "metrics"]
+        curve = [
+            (e.metrics.step, e.metrics.metrics.meta_loss)
+            for e in follow(stub, job.job_id)
+            if e.WhichOneof("event") == "metrics"
+        ]
         listing = stub.ListCheckpoints(service_pb2.ListCheckpointsRequest(job_id=job.job_id))
         checkpoint = max(listing.checkpoints, key=lambda c: c.step)
         path = args.out / "star.safetensors"
@@ -115,17 +141,28 @@ def _run(args: argparse.Namespace, address: str) -> None:
         print(f"fetched {checkpoint.checkpoint_id} (step {checkpoint.step}) to {path}")
 
         steps = EVAL_MULTIPLE * DEMO_HORIZON
-        print(f"\nevaluating against Adam for {steps} steps ({EVAL_MULTIPLE}x the horizon), "
-              f"{EVAL_SEEDS} seeds ...", flush=True)
-        evaluation = stub.Evaluate(service_pb2.EvaluateRequest(
-            checkpoint_id=checkpoint.checkpoint_id, steps=steps, seeds=EVAL_SEEDS,
-            baselines=list(EVAL_BASELINES), request_id=f"star-demo-eval-{job.job_id}"))
+        print(
+            f"\nevaluating against Adam for {steps} steps ({EVAL_MULTIPLE}x the horizon), "
+            f"{EVAL_SEEDS} seeds ...",
+            flush=True,
+        )
+        evaluation = stub.Evaluate(
+            service_pb2.EvaluateRequest(
+                checkpoint_id=checkpoint.checkpoint_id,
+                steps=steps,
+                seeds=EVAL_SEEDS,
+                baselines=list(EVAL_BASELINES),
+                request_id=f"star-demo-eval-{job.job_id}",
+            )
+        )
         summaries = list(watch_job(stub, evaluation.job_id).evaluation)
     print("\n" + summaries_table(summaries))
     plot = args.out / "demo.png"
     write_plot(plot, curve, summaries)
-    print(f"\nplot:       {plot}\ncheckpoint: {path}  "
-          f"(use it: tx = star_core.load_optimizer({str(path)!r}))")
+    print(
+        f"\nplot:       {plot}\ncheckpoint: {path}  "
+        f"(use it: tx = star_core.load_optimizer({str(path)!r}))"
+    )
 
 
 def write_plot(path: Path, curve: list[tuple[int, float]], summaries: list[Any]) -> None:
@@ -139,14 +176,21 @@ def write_plot(path: Path, curve: list[tuple[int, float]], summaries: list[Any])
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot([s for s, _ in curve], [v for _, v in curve], color="tab:blue")
-    left.set(title=f"meta-training on {DEMO_TASK} (PES, T = {DEMO_HORIZON})",
-             xlabel="outer step", ylabel="meta-loss (normalized)")
+    left.set(
+        title=f"meta-training on {DEMO_TASK} (PES, T = {DEMO_HORIZON})",
+        xlabel="outer step",
+        ylabel="meta-loss (normalized)",
+    )
     for summary in summaries:
         label = "STAR (meta-trained)" if summary.label == "checkpoint" else summary.label
         right.plot(list(summary.curve_steps), list(summary.curve), label=label)
     right.axvline(DEMO_HORIZON, color="gray", linestyle=":", label="meta-training horizon")
-    right.set(title=f"training loss, mean of {EVAL_SEEDS} seeds", xlabel="inner step",
-              ylabel="training loss", yscale="log")
+    right.set(
+        title=f"training loss, mean of {EVAL_SEEDS} seeds",
+        xlabel="inner step",
+        ylabel="training loss",
+        yscale="log",
+    )
     right.legend()
     fig.tight_layout()
     buffer = io.BytesIO()

@@ -44,8 +44,13 @@ class Download(NamedTuple):
 def register(subparsers) -> None:
     parser = subparsers.add_parser("fetch", help="download a checkpoint (resumable, verified)")
     parser.add_argument("checkpoint_id", metavar="CHECKPOINT_ID")
-    parser.add_argument("--out", type=Path, required=True, metavar="FILE",
-                        help=f"file to write (a directory: DIR/CHECKPOINT_ID{CHECKPOINT_SUFFIX})")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help=f"file to write (a directory: DIR/CHECKPOINT_ID{CHECKPOINT_SUFFIX})",
+    )
     add_connection_flags(parser)
     parser.set_defaults(handler=run_fetch)
 
@@ -74,16 +79,20 @@ def _receive(stub: Any, checkpoint_id: str, part: Path, bar: Any) -> Download | 
     from services.generated.star.v1 import service_pb2
 
     offset, download = _size(part), None
-    call = stub.FetchCheckpoint(service_pb2.FetchCheckpointRequest(
-        checkpoint_id=checkpoint_id, offset=offset))
+    call = stub.FetchCheckpoint(
+        service_pb2.FetchCheckpointRequest(checkpoint_id=checkpoint_id, offset=offset)
+    )
     try:
         with part.open("ab") as file:
             for chunk in call:
                 announced = Download(chunk.total_size, chunk.sha256)
                 if chunk.offset != offset or download not in (None, announced):
-                    raise ClientError(f"{checkpoint_id}: the server sent a chunk at byte"
-                                      f" {chunk.offset} (expected {offset}) or changed the"
-                                      " file's size or sha256 mid-download", SERVER_ERROR_EXIT)
+                    raise ClientError(
+                        f"{checkpoint_id}: the server sent a chunk at byte"
+                        f" {chunk.offset} (expected {offset}) or changed the"
+                        " file's size or sha256 mid-download",
+                        SERVER_ERROR_EXIT,
+                    )
                 download = announced
                 file.write(chunk.data)
                 offset += len(chunk.data)
@@ -102,9 +111,12 @@ def _verify_and_rename(part: Path, out: Path, download: Download, checkpoint_id:
         digest = hashlib.file_digest(file, "sha256").hexdigest()
     if (size, digest) != download:
         part.unlink()
-        raise ClientError(f"{checkpoint_id}: got {size} bytes with sha256 {digest}, the server"
-                          f" announced {download.total_size} bytes with sha256"
-                          f" {download.sha256}; deleted {part}, run again", SERVER_ERROR_EXIT)
+        raise ClientError(
+            f"{checkpoint_id}: got {size} bytes with sha256 {digest}, the server"
+            f" announced {download.total_size} bytes with sha256"
+            f" {download.sha256}; deleted {part}, run again",
+            SERVER_ERROR_EXIT,
+        )
     os.replace(part, out)
     directory = os.open(out.parent, os.O_RDONLY)
     try:
@@ -113,8 +125,9 @@ def _verify_and_rename(part: Path, out: Path, download: Download, checkpoint_id:
         os.close(directory)
 
 
-def _download(stub: Any, checkpoint_id: str, part: Path, bar: Any,
-              sleep: Callable[[float], None]) -> Download:
+def _download(
+    stub: Any, checkpoint_id: str, part: Path, bar: Any, sleep: Callable[[float], None]
+) -> Download:
     """Receive until the server sent the whole file; restart from 0 once if ``part`` does not
     fit it; reopen after transient errors (FETCH_ATTEMPTS in a row without progress)."""
     import grpc
@@ -134,27 +147,38 @@ def _download(stub: Any, checkpoint_id: str, part: Path, bar: Any,
                 raise
             problem = f"{err.code().name}: {' '.join((err.details() or '').split())}"
         if problem.startswith(("no chunk", "INVALID_ARGUMENT")) and before and not restarted:
-            logger.warning("%s does not fit %s (%s); downloading it again", part,
-                           checkpoint_id, problem)
+            logger.warning(
+                "%s does not fit %s (%s); downloading it again", part, checkpoint_id, problem
+            )
             part.unlink()
             bar.reset()
             restarted = True
             continue
         failures = 0 if _size(part) > before else failures + 1
         if failures > FETCH_ATTEMPTS or problem == "no chunk":
-            raise ClientError(f"{checkpoint_id}: download failed at byte {_size(part)}: {problem}"
-                              f" (run again to resume from {part})", SERVER_ERROR_EXIT)
+            raise ClientError(
+                f"{checkpoint_id}: download failed at byte {_size(part)}: {problem}"
+                f" (run again to resume from {part})",
+                SERVER_ERROR_EXIT,
+            )
         sleep(RETRY_BACKOFF_S * 2 ** max(failures - 1, 0))
 
 
-def fetch_checkpoint(stub: Any, checkpoint_id: str, out: Path,
-                     sleep: Callable[[float], None] = time.sleep) -> Download:
+def fetch_checkpoint(
+    stub: Any, checkpoint_id: str, out: Path, sleep: Callable[[float], None] = time.sleep
+) -> Download:
     """Download checkpoint ``checkpoint_id`` to ``out`` (see the module docstring)."""
     from tqdm import tqdm
 
     part = part_path(out)
-    with tqdm(initial=_size(part), unit="B", unit_scale=True, unit_divisor=1024,
-              desc=checkpoint_id, disable=None) as bar:
+    with tqdm(
+        initial=_size(part),
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        desc=checkpoint_id,
+        disable=None,
+    ) as bar:
         download = _download(stub, checkpoint_id, part, bar, sleep)
     _verify_and_rename(part, out, download, checkpoint_id)
     return download

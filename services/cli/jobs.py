@@ -31,17 +31,22 @@ STATES = ("pending", "running", "cancelling", "succeeded", "failed", "cancelled"
 DEFAULT_LIMIT = 50
 # JobMetrics field -> its label in `star status`.
 METRIC_LABELS = {
-    "meta_loss": "meta-loss", "inner_steps_per_second": "inner steps/s",
-    "grad_norm": "gradient norm", "outer_step_seconds": "seconds/outer step",
-    "dropped_estimates": "non-finite estimates dropped", "stale_dropped": "stale estimates dropped",
+    "meta_loss": "meta-loss",
+    "inner_steps_per_second": "inner steps/s",
+    "grad_norm": "gradient norm",
+    "outer_step_seconds": "seconds/outer step",
+    "dropped_estimates": "non-finite estimates dropped",
+    "stale_dropped": "stale estimates dropped",
     "worker_restarts": "worker restarts",
 }
 
 
 def _add_request_id(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--request-id", metavar="ID",
-                        help="idempotency id: the same id and request give the same job"
-                             " (default: a fresh uuid)")
+    parser.add_argument(
+        "--request-id",
+        metavar="ID",
+        help="idempotency id: the same id and request give the same job (default: a fresh uuid)",
+    )
 
 
 def register(subparsers) -> None:
@@ -53,16 +58,28 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run_submit)
 
     parser = subparsers.add_parser("jobs", help="list the jobs of a STAR server")
-    parser.add_argument("--state", action="append", default=[], choices=STATES,
-                        type=str.lower, help="only jobs in this state (repeatable)")
-    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
-                        help=f"show at most N jobs (default {DEFAULT_LIMIT})")
+    parser.add_argument(
+        "--state",
+        action="append",
+        default=[],
+        choices=STATES,
+        type=str.lower,
+        help="only jobs in this state (repeatable)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        help=f"show at most N jobs (default {DEFAULT_LIMIT})",
+    )
     add_connection_flags(parser)
     parser.set_defaults(handler=run_jobs)
 
-    for name, handler, text in (("status", run_status, "show a job"),
-                                ("cancel", run_cancel, "stop a job (it checkpoints first)"),
-                                ("checkpoints", run_checkpoints, "list a job's checkpoints")):
+    for name, handler, text in (
+        ("status", run_status, "show a job"),
+        ("cancel", run_cancel, "stop a job (it checkpoints first)"),
+        ("checkpoints", run_checkpoints, "list a job's checkpoints"),
+    ):
         parser = subparsers.add_parser(name, help=text)
         parser.add_argument("job_id", metavar="JOB")
         if name == "status":
@@ -78,9 +95,12 @@ def _register_evaluate(subparsers) -> None:
     parser.add_argument("--task", help="task to train (default: the checkpoint's first task)")
     parser.add_argument("--steps", type=int, help="inner steps per run (default: 10 x horizon)")
     parser.add_argument("--seeds", type=int, help="seeds 0..K-1 (default 3)")
-    parser.add_argument("--baseline", action="append", default=[],
-                        help="baseline trained next to it: adam, sgdm, aggmo, adam-tuned"
-                             " (repeatable)")
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        help="baseline trained next to it: adam, sgdm, aggmo, adam-tuned (repeatable)",
+    )
     _add_request_id(parser)
     parser.add_argument("--watch", action="store_true", help="wait and print the results")
     add_connection_flags(parser)
@@ -92,8 +112,9 @@ def run_submit(args: argparse.Namespace) -> int:
     from services.cli.watch import watch_to_end
     from services.generated.star.v1 import service_pb2
 
-    request = service_pb2.SubmitJobRequest(spec=spec_from_args(args),
-                                           request_id=args.request_id or uuid.uuid4().hex)
+    request = service_pb2.SubmitJobRequest(
+        spec=spec_from_args(args), request_id=args.request_id or uuid.uuid4().hex
+    )
     with connect(args) as stub:
         job = stub.SubmitJob(request)
         print(job.job_id, flush=True)
@@ -109,20 +130,42 @@ def run_jobs(args: argparse.Namespace) -> int:
 
     states = [job_pb2.JobState.Value(f"JOB_STATE_{s.upper()}") for s in args.state]
     with connect(args) as stub:
-        jobs = collect_pages(stub.ListJobs, functools.partial(service_pb2.ListJobsRequest,
-                                                              states=states), "jobs", args.limit)
-    rows = [(j.job_id, job_kind(j), name(j.state), job_progress(j), j.device or "-",
-             number(j.metrics, "meta_loss"), format_time(j.create_time)) for j in jobs]
-    print(format_table(("JOB", "KIND", "STATE", "STEP", "DEVICE", "META-LOSS", "CREATED"), rows)
-          if rows else "no jobs")
+        jobs = collect_pages(
+            stub.ListJobs,
+            functools.partial(service_pb2.ListJobsRequest, states=states),
+            "jobs",
+            args.limit,
+        )
+    rows = [
+        (
+            j.job_id,
+            job_kind(j),
+            name(j.state),
+            job_progress(j),
+            j.device or "-",
+            number(j.metrics, "meta_loss"),
+            format_time(j.create_time),
+        )
+        for j in jobs
+    ]
+    print(
+        format_table(("JOB", "KIND", "STATE", "STEP", "DEVICE", "META-LOSS", "CREATED"), rows)
+        if rows
+        else "no jobs"
+    )
     return 0
 
 
 def _describe(job: Any, checkpoints: list[Any]) -> list[tuple[str, str]]:
     from services.cli.tables import format_time, job_kind, job_progress, state_name
 
-    rows = [("job", job.job_id), ("kind", job_kind(job)), ("state", state_name(job.state)),
-            ("step", job_progress(job)), ("device", job.device or "-")]
+    rows = [
+        ("job", job.job_id),
+        ("kind", job_kind(job)),
+        ("state", state_name(job.state)),
+        ("step", job_progress(job)),
+        ("device", job.device or "-"),
+    ]
     if job.worker_nodes:
         rows.append(("workers", f"{len(job.worker_nodes)} on " + ", ".join(job.worker_nodes)))
     if job.evaluation_spec.checkpoint_id:
@@ -130,13 +173,19 @@ def _describe(job: Any, checkpoints: list[Any]) -> list[tuple[str, str]]:
     if job.schedule_id:
         rows.append(("schedule", f"{job.schedule_id} (fired {format_time(job.fire_time)})"))
     rows += [("created", format_time(job.create_time)), ("updated", format_time(job.update_time))]
-    rows += [(label, format(getattr(job.metrics, field), ".4g"))
-             for field, label in METRIC_LABELS.items() if job.metrics.HasField(field)]
+    rows += [
+        (label, format(getattr(job.metrics, field), ".4g"))
+        for field, label in METRIC_LABELS.items()
+        if job.metrics.HasField(field)
+    ]
     rows += [(name, format(value, ".4g")) for name, value in sorted(job.metrics.extra.items())]
     if job.error:
         rows.append(("error", job.error))
-    latest = f" (latest {checkpoints[-1].checkpoint_id} at step {checkpoints[-1].step})" \
-        if checkpoints else ""
+    latest = (
+        f" (latest {checkpoints[-1].checkpoint_id} at step {checkpoints[-1].step})"
+        if checkpoints
+        else ""
+    )
     rows.append(("checkpoints", f"{len(checkpoints)}{latest}"))
     return rows
 
@@ -149,8 +198,9 @@ def run_status(args: argparse.Namespace) -> int:
 
     with connect(args) as stub:
         job = stub.GetJob(service_pb2.GetJobRequest(job_id=args.job_id))
-        checkpoints = list(stub.ListCheckpoints(
-            service_pb2.ListCheckpointsRequest(job_id=args.job_id)).checkpoints)
+        checkpoints = list(
+            stub.ListCheckpoints(service_pb2.ListCheckpointsRequest(job_id=args.job_id)).checkpoints
+        )
     if args.json:
         print(json_format.MessageToJson(job, preserving_proto_field_name=True))
         return 0
@@ -168,8 +218,9 @@ def run_cancel(args: argparse.Namespace) -> int:
 
     with connect(args) as stub:
         job = stub.CancelJob(service_pb2.CancelJobRequest(job_id=args.job_id))
-    note = " (it writes a checkpoint, then stops)" \
-        if job.state == job_pb2.JOB_STATE_CANCELLING else ""
+    note = (
+        " (it writes a checkpoint, then stops)" if job.state == job_pb2.JOB_STATE_CANCELLING else ""
+    )
     print(f"{job.job_id}: {state_name(job.state)}{note}")
     return 0
 
@@ -186,10 +237,15 @@ def run_checkpoints(args: argparse.Namespace) -> int:
 
     with connect(args) as stub:
         response = stub.ListCheckpoints(service_pb2.ListCheckpointsRequest(job_id=args.job_id))
-    rows = [(c.checkpoint_id, c.step, _size(c.size_bytes), c.sha256, format_time(c.create_time))
-            for c in response.checkpoints]
-    print(format_table(("CHECKPOINT", "STEP", "SIZE", "SHA256", "CREATED"), rows)
-          if rows else f"{args.job_id} has no checkpoints yet")
+    rows = [
+        (c.checkpoint_id, c.step, _size(c.size_bytes), c.sha256, format_time(c.create_time))
+        for c in response.checkpoints
+    ]
+    print(
+        format_table(("CHECKPOINT", "STEP", "SIZE", "SHA256", "CREATED"), rows)
+        if rows
+        else f"{args.job_id} has no checkpoints yet"
+    )
     return 0
 
 
@@ -199,8 +255,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from services.generated.star.v1 import service_pb2
 
     request = service_pb2.EvaluateRequest(
-        checkpoint_id=args.checkpoint_id, task=args.task or "", baselines=args.baseline,
-        request_id=args.request_id or uuid.uuid4().hex)
+        checkpoint_id=args.checkpoint_id,
+        task=args.task or "",
+        baselines=args.baseline,
+        request_id=args.request_id or uuid.uuid4().hex,
+    )
     for name in ("steps", "seeds"):
         if getattr(args, name) is not None:
             try:
@@ -214,4 +273,3 @@ def run_evaluate(args: argparse.Namespace) -> int:
             job = watch_job(stub, job.job_id)
             print(summaries_table(job.evaluation))
     return 0
-

@@ -65,28 +65,52 @@ def _resource(text: str) -> tuple[str, float]:
 
 def add_spec_flags(parser: argparse.ArgumentParser) -> None:
     """SPEC_FILE, ``star train``'s config flags, :func:`add_cluster_flags` and ``--evaluate``."""
-    parser.add_argument("spec_file", nargs="?", type=Path, metavar="SPEC_FILE",
-                        help="JobSpec as JSON or YAML (proto field names); flags override it")
+    parser.add_argument(
+        "spec_file",
+        nargs="?",
+        type=Path,
+        metavar="SPEC_FILE",
+        help="JobSpec as JSON or YAML (proto field names); flags override it",
+    )
     add_config_flags(parser, task_args=False)
     add_cluster_flags(parser)
-    parser.add_argument("--evaluate", action="store_true",
-                        help="run the evaluation protocol on the final checkpoint")
+    parser.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="run the evaluation protocol on the final checkpoint",
+    )
 
 
 def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     """The JobSpec fields ``star train`` has no flag for: workers, GPUs, staleness, warm start."""
     group = parser.add_argument_group("cluster")
     group.add_argument("--workers", type=int, help="worker actors (default 2)")
-    group.add_argument("--gpus-per-worker", type=float,
-                       help="GPUs per worker (default: GPUs if the cluster has them; 0: CPU)")
-    group.add_argument("--worker-resource", action="append", type=_resource, default=[],
-                       metavar="NAME=AMOUNT", help="custom Ray resource per worker (repeatable)")
-    group.add_argument("--max-staleness", type=int,
-                       help="use estimates up to S outer steps old (default 1; 0: synchronous)")
-    group.add_argument("--estimates-per-step", type=int,
-                       help="estimates averaged per outer step (default: --workers)")
-    group.add_argument("--warm-start", metavar="CHECKPOINT_ID",
-                       help="start from this checkpoint's meta-parameters")
+    group.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        help="GPUs per worker (default: GPUs if the cluster has them; 0: CPU)",
+    )
+    group.add_argument(
+        "--worker-resource",
+        action="append",
+        type=_resource,
+        default=[],
+        metavar="NAME=AMOUNT",
+        help="custom Ray resource per worker (repeatable)",
+    )
+    group.add_argument(
+        "--max-staleness",
+        type=int,
+        help="use estimates up to S outer steps old (default 1; 0: synchronous)",
+    )
+    group.add_argument(
+        "--estimates-per-step",
+        type=int,
+        help="estimates averaged per outer step (default: --workers)",
+    )
+    group.add_argument(
+        "--warm-start", metavar="CHECKPOINT_ID", help="start from this checkpoint's meta-parameters"
+    )
 
 
 def load_spec_file(path: Path) -> dict[str, Any]:
@@ -102,14 +126,16 @@ def load_spec_file(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: a JobSpec must be a mapping of field names, got"
-                         f" {type(data).__name__}")
+        raise ValueError(
+            f"{path}: a JobSpec must be a mapping of field names, got {type(data).__name__}"
+        )
     return data
 
 
 def _field(descriptor, key: str):
     return descriptor.fields_by_name.get(key) or next(
-        (f for f in descriptor.fields if f.json_name == key), None)
+        (f for f in descriptor.fields if f.json_name == key), None
+    )
 
 
 def check_fields(data: Any, descriptor, path: str = "") -> None:

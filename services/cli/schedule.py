@@ -28,29 +28,45 @@ def register(subparsers) -> None:
     group = subparsers.add_parser("schedule", help="recurring meta-training jobs")
     commands = group.add_subparsers(dest="schedule_command", metavar="COMMAND", required=True)
     parser = commands.add_parser("add", help="create a schedule")
-    parser.add_argument("--cron", required=True, metavar="EXPR",
-                        help='5-field cron expression, e.g. "0 3 * * *" (03:00 every day)')
+    parser.add_argument(
+        "--cron",
+        required=True,
+        metavar="EXPR",
+        help='5-field cron expression, e.g. "0 3 * * *" (03:00 every day)',
+    )
     parser.add_argument("--timezone", default="UTC", help="IANA time zone of --cron (UTC)")
-    parser.add_argument("--overlap", choices=OVERLAP_POLICIES, default="skip",
-                        help="when the previous job still runs: skip (default), queue, or"
-                             " cancel_previous")
-    parser.add_argument("--warm-start-from-previous", action="store_true",
-                        help="start each job from the previous job's latest checkpoint")
+    parser.add_argument(
+        "--overlap",
+        choices=OVERLAP_POLICIES,
+        default="skip",
+        help="when the previous job still runs: skip (default), queue, or cancel_previous",
+    )
+    parser.add_argument(
+        "--warm-start-from-previous",
+        action="store_true",
+        help="start each job from the previous job's latest checkpoint",
+    )
     parser.add_argument("--paused", action="store_true", help="create it paused")
-    parser.add_argument("--request-id", metavar="ID",
-                        help="idempotency id (default: a fresh uuid)")
+    parser.add_argument("--request-id", metavar="ID", help="idempotency id (default: a fresh uuid)")
     add_spec_flags(parser)
     add_connection_flags(parser)
     parser.set_defaults(handler=run_add)
 
     parser = commands.add_parser("list", help="list the schedules")
-    parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT,
-                        help=f"show at most N schedules (default {DEFAULT_LIMIT})")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        help=f"show at most N schedules (default {DEFAULT_LIMIT})",
+    )
     add_connection_flags(parser)
     parser.set_defaults(handler=run_list)
 
-    for name, text in (("pause", "stop firing"), ("resume", "fire again from now on"),
-                       ("delete", "delete (its jobs are kept)")):
+    for name, text in (
+        ("pause", "stop firing"),
+        ("resume", "fire again from now on"),
+        ("delete", "delete (its jobs are kept)"),
+    ):
         parser = commands.add_parser(name, help=f"{text}")
         parser.add_argument("schedule_id", metavar="SCHEDULE_ID")
         add_connection_flags(parser)
@@ -75,11 +91,16 @@ def run_add(args: argparse.Namespace) -> int:
     from services.generated.star.v1 import schedule_pb2, service_pb2
 
     schedule = schedule_pb2.Schedule(
-        cron=args.cron, timezone=args.timezone, template=spec_from_args(args),
+        cron=args.cron,
+        timezone=args.timezone,
+        template=spec_from_args(args),
         overlap_policy=schedule_pb2.OverlapPolicy.Value(f"OVERLAP_POLICY_{args.overlap.upper()}"),
-        warm_start_from_previous=args.warm_start_from_previous, paused=args.paused)
+        warm_start_from_previous=args.warm_start_from_previous,
+        paused=args.paused,
+    )
     request = service_pb2.CreateScheduleRequest(
-        schedule=schedule, request_id=args.request_id or uuid.uuid4().hex)
+        schedule=schedule, request_id=args.request_id or uuid.uuid4().hex
+    )
     with connect(args) as stub:
         created = stub.CreateSchedule(request)
     print(_describe(created))
@@ -91,12 +112,21 @@ def run_list(args: argparse.Namespace) -> int:
     from services.generated.star.v1 import service_pb2
 
     with connect(args) as stub:
-        schedules = collect_pages(stub.ListSchedules, service_pb2.ListSchedulesRequest,
-                                  "schedules", args.limit)
-    rows = [(s.schedule_id, s.cron, s.timezone or "UTC", _policy_name(s.overlap_policy),
-             "yes" if s.warm_start_from_previous else "no", "paused" if s.paused
-             else format_time(s.next_fire_time), s.last_job_id or "-")
-            for s in schedules]
+        schedules = collect_pages(
+            stub.ListSchedules, service_pb2.ListSchedulesRequest, "schedules", args.limit
+        )
+    rows = [
+        (
+            s.schedule_id,
+            s.cron,
+            s.timezone or "UTC",
+            _policy_name(s.overlap_policy),
+            "yes" if s.warm_start_from_previous else "no",
+            "paused" if s.paused else format_time(s.next_fire_time),
+            s.last_job_id or "-",
+        )
+        for s in schedules
+    ]
     headers = ("SCHEDULE", "CRON", "TIMEZONE", "OVERLAP", "WARM-START", "NEXT", "LAST JOB")
     print(format_table(headers, rows) if rows else "no schedules")
     return 0
@@ -109,6 +139,5 @@ def run_change(args: argparse.Namespace) -> int:
     request = getattr(service_pb2, f"{args.method}Request")(schedule_id=args.schedule_id)
     with connect(args) as stub:
         answer = getattr(stub, args.method)(request)
-    print(f"{args.schedule_id}: deleted" if args.method == "DeleteSchedule"
-          else _describe(answer))
+    print(f"{args.schedule_id}: deleted" if args.method == "DeleteSchedule" else _describe(answer))
     return 0

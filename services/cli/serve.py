@@ -22,23 +22,41 @@ TOKEN_ENV = "STAR_TOKEN"
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("serve", help="run the meta-training service")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)",
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="gRPC port (0: any)")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
-                        help="SQLite records and checkpoints (default ./star-data)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help="SQLite records and checkpoints (default ./star-data)",
+    )
     parser.add_argument("--ray-address", help="join this Ray cluster (default: start one)")
-    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV),
-                        help=f"bearer token clients must send (env {TOKEN_ENV})")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV),
+        help=f"bearer token clients must send (env {TOKEN_ENV})",
+    )
     parser.add_argument("--tls-cert", type=Path, help="PEM certificate chain (turns TLS on)")
     parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
-    parser.add_argument("--max-jobs", type=int, default=100,
-                        help="active jobs at most (more: RESOURCE_EXHAUSTED)")
-    parser.add_argument("--max-running", type=int, default=4,
-                        help="jobs running at once (the others wait in PENDING)")
+    parser.add_argument(
+        "--max-jobs", type=int, default=100, help="active jobs at most (more: RESOURCE_EXHAUSTED)"
+    )
+    parser.add_argument(
+        "--max-running",
+        type=int,
+        default=4,
+        help="jobs running at once (the others wait in PENDING)",
+    )
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance")
-    parser.add_argument("--dashboard-host", default="127.0.0.1",
-                        help="where the local Ray dashboard listens (default loopback)")
+    parser.add_argument(
+        "--dashboard-host",
+        default="127.0.0.1",
+        help="where the local Ray dashboard listens (default loopback)",
+    )
     parser.add_argument("--dashboard-port", type=int, help="port of the local Ray dashboard")
     parser.set_defaults(handler=run_serve)
 
@@ -59,19 +77,30 @@ def options_from_args(args: argparse.Namespace):
     if args.data_dir.exists() and not args.data_dir.is_dir():
         raise NotADirectoryError(f"--data-dir {args.data_dir} exists and is not a directory")
     return ServiceOptions(
-        data_dir=args.data_dir, host=args.host, port=args.port, ray_address=args.ray_address,
-        token=args.token or None, tls_cert=args.tls_cert, tls_key=args.tls_key,
-        max_jobs=args.max_jobs, max_running=args.max_running, num_cpus=args.num_cpus,
-        dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port)
+        data_dir=args.data_dir,
+        host=args.host,
+        port=args.port,
+        ray_address=args.ray_address,
+        token=args.token or None,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        max_jobs=args.max_jobs,
+        max_running=args.max_running,
+        num_cpus=args.num_cpus,
+        dashboard_host=args.dashboard_host,
+        dashboard_port=args.dashboard_port,
+    )
 
 
 def describe(service) -> list[str]:
     """What a person needs to reach the service."""
     options = service.options
-    lines = [f"STAR API on {options.host}:{service.port} (gRPC star.v1.MetaTraining; "
-             f"token {'on' if options.token else 'off'}, TLS "
-             f"{'on' if options.tls_cert else 'off'})",
-             f"  data:      {Path(options.data_dir).resolve()}"]
+    lines = [
+        f"STAR API on {options.host}:{service.port} (gRPC star.v1.MetaTraining; "
+        f"token {'on' if options.token else 'off'}, TLS "
+        f"{'on' if options.tls_cert else 'off'})",
+        f"  data:      {Path(options.data_dir).resolve()}",
+    ]
     ray = service.ray
     if ray.dashboard_url:
         note = f" (Ray token in {ray.token_path})" if ray.token_path else ""
@@ -109,8 +138,7 @@ def run_serve(args: argparse.Namespace) -> int:
         asyncio.run(serve(options, ready))
     except (OSError, RuntimeError, ConnectionError) as err:  # Ray or the port refused us
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"star: error: the service stopped: {type(err).__name__}: {first}",
-              file=sys.stderr)
+        print(f"star: error: the service stopped: {type(err).__name__}: {first}", file=sys.stderr)
         return 1
     print("star serve: stopped", flush=True)
     return 0

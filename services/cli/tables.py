@@ -14,8 +14,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Left-aligned columns separated by two spaces, a header line first."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-             for row in cells]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    ]
     return "\n".join(lines)
 
 
@@ -40,8 +41,9 @@ def number(message: Any, field: str, spec: str = ".4g") -> str:
 
 def job_progress(job: Any) -> str:
     """``step/outer_steps`` of a training job, the step of an evaluation job."""
-    return f"{job.step}/{job.spec.outer_steps}" if job.spec.HasField("outer_steps") \
-        else str(job.step)
+    return (
+        f"{job.step}/{job.spec.outer_steps}" if job.spec.HasField("outer_steps") else str(job.step)
+    )
 
 
 def job_kind(job: Any) -> str:
@@ -52,8 +54,19 @@ def job_kind(job: Any) -> str:
 
 def summaries_table(summaries: Sequence[Any]) -> str:
     """One line per optimizer of an evaluation (checkpoint and baselines)."""
-    rows = [(s.label, s.task, s.steps, len(s.seeds), number(s, "initial_loss"),
-             number(s, "final_loss"), number(s, "mean_loss"), f"{s.diverged}/{len(s.seeds)}")
-            for s in summaries]
-    return format_table(("OPTIMIZER", "TASK", "STEPS", "SEEDS", "INITIAL", "FINAL", "MEAN",
-                         "DIVERGED"), rows)
+    rows = [
+        (
+            s.label,
+            s.task,
+            s.steps,
+            len(s.seeds),
+            number(s, "initial_loss"),
+            number(s, "final_loss"),
+            number(s, "mean_loss"),
+            f"{s.diverged}/{len(s.seeds)}",
+        )
+        for s in summaries
+    ]
+    return format_table(
+        ("OPTIMIZER", "TASK", "STEPS", "SEEDS", "INITIAL", "FINAL", "MEAN", "DIVERGED"), rows
+    )

@@ -56,9 +56,13 @@ def _register_train(subparsers) -> None:
     parser = subparsers.add_parser("train", help="meta-train a learned optimizer (resumable)")
     parser.add_argument("config", nargs="?", type=Path, help="JSON MetaTrainConfig file")
     parser.add_argument("--out", type=Path, required=True, help="run folder (created/resumed)")
-    parser.add_argument("--warm-start", type=Path, metavar="CHECKPOINT",
-                        help="start from this checkpoint's theta (file or run folder; fresh "
-                             "outer state); ignored when --out already holds a checkpoint")
+    parser.add_argument(
+        "--warm-start",
+        type=Path,
+        metavar="CHECKPOINT",
+        help="start from this checkpoint's theta (file or run folder; fresh "
+        "outer state); ignored when --out already holds a checkpoint",
+    )
     add_config_flags(parser)
     parser.set_defaults(handler=run_train)
 
@@ -69,11 +73,23 @@ def add_config_flags(parser: argparse.ArgumentParser, task_args: bool = True) ->
     ``task_args=False``, a JobSpec has no task arguments). See :func:`config_from_args`."""
     parser.add_argument("--task", action="append", help="meta-training task (repeatable)")
     if task_args:
-        parser.add_argument("--task-arg", action="append", type=_key_value, default=[],
-                            metavar="KEY=VALUE", help="task field, applied to every --task")
+        parser.add_argument(
+            "--task-arg",
+            action="append",
+            type=_key_value,
+            default=[],
+            metavar="KEY=VALUE",
+            help="task field, applied to every --task",
+        )
     parser.add_argument("--optimizer", help="learned optimizer: blackbox, star, hyperparam")
-    parser.add_argument("--opt-arg", action="append", type=_key_value, default=[],
-                        metavar="KEY=VALUE", help="optimizer constant or ablation switch")
+    parser.add_argument(
+        "--opt-arg",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="optimizer constant or ablation switch",
+    )
     parser.add_argument("--estimator", choices=("pes", "es"), help="gradient estimator")
     parser.add_argument("--outer-steps", type=int, help="outer (meta) steps")
     parser.add_argument("--horizon", type=int, help="inner episode length T")
@@ -81,21 +97,40 @@ def add_config_flags(parser: argparse.ArgumentParser, task_args: bool = True) ->
     parser.add_argument("--pairs", type=int, help="antithetic perturbation pairs")
     parser.add_argument("--sigma", type=float, help="perturbation standard deviation")
     parser.add_argument("--outer-lr", type=float, help="outer Adam learning rate")
-    parser.add_argument("--weight-decay", type=float,
-                        help="outer weight decay lambda: lambda * theta is added to the MLP's"
-                             " meta-gradient (optax.add_decayed_weights)")
-    parser.add_argument("--decay-all", action="store_true", default=None,
-                        help="decay every meta-parameter, not only the MLP")
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        help="outer weight decay lambda: lambda * theta is added to the MLP's"
+        " meta-gradient (optax.add_decayed_weights)",
+    )
+    parser.add_argument(
+        "--decay-all",
+        action="store_true",
+        default=None,
+        help="decay every meta-parameter, not only the MLP",
+    )
     parser.add_argument("--seed", type=int, help="seed of the run")
     parser.add_argument("--checkpoint-interval", type=int, help="outer steps per checkpoint")
 
 
 def _add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, help="task to train")
-    parser.add_argument("--task-arg", action="append", type=_key_value, default=[],
-                        metavar="KEY=VALUE", help="task field")
-    parser.add_argument("--opt-arg", action="append", type=_key_value, default=[],
-                        metavar="KEY=VALUE", help="baseline optimizer field (e.g. learning_rate)")
+    parser.add_argument(
+        "--task-arg",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="task field",
+    )
+    parser.add_argument(
+        "--opt-arg",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="baseline optimizer field (e.g. learning_rate)",
+    )
     parser.add_argument("--steps", type=int, default=DEFAULT_EVAL_STEPS, help="inner steps N")
     parser.add_argument("--seeds", type=int, default=DEFAULT_EVAL_SEEDS, help="seeds 0..K-1")
     parser.add_argument("--out", type=Path, required=True, help="output folder")
@@ -112,10 +147,18 @@ def _register_eval(subparsers) -> None:
 
 def _register_compare(subparsers) -> None:
     parser = subparsers.add_parser("compare", help="compare several optimizers on one task")
-    parser.add_argument("--checkpoint", action="append", default=[],
-                        help="[LABEL=]PATH of a checkpoint or run folder (repeatable)")
-    parser.add_argument("--baseline", action="append", default=[],
-                        help=f"adam, sgdm, aggmo or {TUNED_ADAM} (repeatable)")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        default=[],
+        help="[LABEL=]PATH of a checkpoint or run folder (repeatable)",
+    )
+    parser.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        help=f"adam, sgdm, aggmo or {TUNED_ADAM} (repeatable)",
+    )
     _add_eval_arguments(parser)
     parser.set_defaults(handler=run_compare)
 
@@ -150,12 +193,22 @@ def config_from_args(args: argparse.Namespace, data: dict[str, Any]):
     if args.optimizer and args.optimizer != data["optimizer"]:
         data["optimizer"], data["optimizer_config"] = args.optimizer, {}
     data["optimizer_config"] = {**data["optimizer_config"], **dict(args.opt_arg)}
-    overrides = {"outer_steps": args.outer_steps, "seed": args.seed,
-                 "outer_learning_rate": args.outer_lr, "outer_weight_decay": args.weight_decay,
-                 "decay_all": args.decay_all, "checkpoint_interval": args.checkpoint_interval}
+    overrides = {
+        "outer_steps": args.outer_steps,
+        "seed": args.seed,
+        "outer_learning_rate": args.outer_lr,
+        "outer_weight_decay": args.weight_decay,
+        "decay_all": args.decay_all,
+        "checkpoint_interval": args.checkpoint_interval,
+    }
     data.update({k: v for k, v in overrides.items() if v is not None})
-    estimator = {"kind": args.estimator, "horizon": args.horizon, "num_pairs": args.pairs,
-                 "truncation_length": args.truncation, "sigma": args.sigma}
+    estimator = {
+        "kind": args.estimator,
+        "horizon": args.horizon,
+        "num_pairs": args.pairs,
+        "truncation_length": args.truncation,
+        "sigma": args.sigma,
+    }
     estimator = {k: v for k, v in estimator.items() if v is not None}
     data["estimator"] = {**data["estimator"], **estimator}
     return MetaTrainConfig.from_dict(data)
@@ -178,8 +231,11 @@ def run_train(args: argparse.Namespace) -> int:
 
         def progress(step: int, record: dict[str, Any]) -> None:
             bar.update(step - bar.n)
-            bar.set_postfix(task=record["task"], meta_loss=f"{record['meta_loss']:.4f}",
-                            dropped=record["dropped_estimates"])
+            bar.set_postfix(
+                task=record["task"],
+                meta_loss=f"{record['meta_loss']:.4f}",
+                dropped=record["dropped_estimates"],
+            )
 
         result = meta_train(config, out, progress, warm_start=args.warm_start)
     print(f"meta-trained {result.step} outer steps ({result.dropped_estimates} estimates dropped)")
@@ -203,14 +259,16 @@ def _candidate(spec: str, kind: str, opt_args: dict[str, Any]):
             label, path = "", spec
         lopt, theta, metadata = load_learned_optimizer(path)
         label = label or f"{metadata['optimizer']}@{metadata['step']} ({Path(path).name})"
-        return label, lambda task, n, seeds, cb: evaluate(task, lopt, theta, n, seeds, label,
-                                                          progress=cb)
+        return label, lambda task, n, seeds, cb: evaluate(
+            task, lopt, theta, n, seeds, label, progress=cb
+        )
     if spec == TUNED_ADAM:
         return TUNED_ADAM, lambda task, n, seeds, cb: tune_adam(task, n, seeds, progress=cb)
     baselines = [n for n, cls in optimizers.OPTIMIZERS.items() if cls().num_meta_params == 0]
     if spec not in baselines:
-        raise ValueError(f"--baseline must be one of {', '.join(baselines + [TUNED_ADAM])},"
-                         f" got {spec!r}")
+        raise ValueError(
+            f"--baseline must be one of {', '.join(baselines + [TUNED_ADAM])}, got {spec!r}"
+        )
     lopt = optimizers.get(spec, **opt_args)
     return spec, lambda task, n, seeds, cb: evaluate(task, lopt, {}, n, seeds, spec, progress=cb)
 
@@ -264,12 +322,21 @@ def _plot(results, title: str, per_seed: bool):
             for seed, curve in zip(result.seeds, result.curves, strict=True):
                 axis.plot(steps, curve, lw=0.8, label=f"train, seed {seed}")
             if result.heldout is not None:
-                axis.plot(result.heldout_steps, np.mean(result.heldout, axis=0), "ko--",
-                          label="held-out (mean over seeds)")
+                axis.plot(
+                    result.heldout_steps,
+                    np.mean(result.heldout, axis=0),
+                    "ko--",
+                    label="held-out (mean over seeds)",
+                )
         else:
-            line, = axis.plot(steps, np.mean(result.curves, axis=0), lw=1.2, label=result.label)
-            axis.fill_between(steps, np.min(result.curves, axis=0), np.max(result.curves, axis=0),
-                              color=line.get_color(), alpha=0.2)
+            (line,) = axis.plot(steps, np.mean(result.curves, axis=0), lw=1.2, label=result.label)
+            axis.fill_between(
+                steps,
+                np.min(result.curves, axis=0),
+                np.max(result.curves, axis=0),
+                color=line.get_color(),
+                alpha=0.2,
+            )
     curves = np.concatenate([r.curves.ravel() for r in results])
     if np.all(np.isfinite(curves)) and np.all(curves > 0):
         axis.set_yscale("log")
@@ -283,8 +350,10 @@ def _heldout_text(row: dict[str, Any]) -> str:
     """The held-out part of a seed's line ("" when the task has no held-out split)."""
     if row["heldout_diverged"] is None:
         return ""
-    return (f"; held-out initial {row['initial_heldout']:.4g}, final {row['final_heldout']:.4g},"
-            f" diverged {row['heldout_diverged']}")
+    return (
+        f"; held-out initial {row['initial_heldout']:.4g}, final {row['final_heldout']:.4g},"
+        f" diverged {row['heldout_diverged']}"
+    )
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -294,9 +363,11 @@ def run_eval(args: argparse.Namespace) -> int:
     title = f"{result.label} on {result.task}, {result.steps} steps"
     paths = _write_outputs(out, "eval", result.to_dict(), _plot([result], title, per_seed=True))
     for row in result.per_seed():
-        print(f"seed {row['seed']}: initial {row['initial_loss']:.4g}, final"
-              f" {row['final_loss']:.4g}, mean {row['mean_loss']:.4g}, diverged {row['diverged']}"
-              f"{_heldout_text(row)}")
+        print(
+            f"seed {row['seed']}: initial {row['initial_loss']:.4g}, final"
+            f" {row['final_loss']:.4g}, mean {row['mean_loss']:.4g}, diverged {row['diverged']}"
+            f"{_heldout_text(row)}"
+        )
     print("wrote " + ", ".join(map(str, paths)))
     return 0
 
@@ -317,7 +388,9 @@ def run_compare(args: argparse.Namespace) -> int:
         seeds = len(result.seeds)
         held = aggregate["heldout_diverged"]
         held = "" if held is None else f", held-out diverged {held}/{seeds}"
-        print(f"{result.label}: mean loss {aggregate['mean_loss']}, final loss"
-              f" {aggregate['final_loss']}, diverged {aggregate['diverged']}/{seeds}{held}")
+        print(
+            f"{result.label}: mean loss {aggregate['mean_loss']}, final loss"
+            f" {aggregate['final_loss']}, diverged {aggregate['diverged']}/{seeds}{held}"
+        )
     print("wrote " + ", ".join(map(str, paths)))
     return 0

@@ -57,8 +57,9 @@ def is_terminal(event: Any) -> bool:
     return event.HasField("state_change") and event.state_change.to_state in terminal
 
 
-def follow(stub: Any, job_id: str, after_seq: int = 0,
-           sleep: Callable[[float], None] = time.sleep) -> Iterator[Any]:
+def follow(
+    stub: Any, job_id: str, after_seq: int = 0, sleep: Callable[[float], None] = time.sleep
+) -> Iterator[Any]:
     """The job's events after ``after_seq`` in order, up to and including the terminal one,
     reopening the stream after a cut. A non-transient error is raised as it is."""
     import grpc
@@ -86,8 +87,11 @@ def follow(stub: Any, job_id: str, after_seq: int = 0,
             call.cancel()
         failures += 1
         if failures > RECONNECT_ATTEMPTS:
-            raise ClientError(f"lost the events of {job_id} after seq {after_seq}: {reason}"
-                              f" ({RECONNECT_ATTEMPTS} reconnections failed)", SERVER_ERROR_EXIT)
+            raise ClientError(
+                f"lost the events of {job_id} after seq {after_seq}: {reason}"
+                f" ({RECONNECT_ATTEMPTS} reconnections failed)",
+                SERVER_ERROR_EXIT,
+            )
         logger.info("watch of %s cut (%s); reopening after seq %d", job_id, reason, after_seq)
         sleep(min(RECONNECT_BACKOFF_S * 2 ** (failures - 1), MAX_BACKOFF_S))
 
@@ -99,8 +103,9 @@ class ProgressView:
         from tqdm import tqdm
 
         total = job.spec.outer_steps if job.spec.HasField("outer_steps") else None
-        self._bar = tqdm(total=total, initial=job.step, desc=job.job_id, unit="step",
-                         dynamic_ncols=True)
+        self._bar = tqdm(
+            total=total, initial=job.step, desc=job.job_id, unit="step", dynamic_ncols=True
+        )
 
     def show(self, event: Any) -> None:
         from services.cli.tables import state_name
@@ -147,10 +152,12 @@ def watch_job(stub: Any, job_id: str) -> Any:
         view.close()
     job, state, reason = stub.GetJob(request), last.state_change.to_state, last.state_change.reason
     if state == job_pb2.JOB_STATE_FAILED:
-        raise ClientError(f"job {job_id} failed at step {job.step}: {job.error or reason}",
-                          SERVER_ERROR_EXIT)
+        raise ClientError(
+            f"job {job_id} failed at step {job.step}: {job.error or reason}", SERVER_ERROR_EXIT
+        )
     if state == job_pb2.JOB_STATE_CANCELLED:
         because = f": {reason}" if reason else ""
-        raise ClientError(f"job {job_id} was cancelled at step {job.step}{because}",
-                          SERVER_ERROR_EXIT)
+        raise ClientError(
+            f"job {job_id} was cancelled at step {job.step}{because}", SERVER_ERROR_EXIT
+        )
     return job

@@ -32,24 +32,28 @@ def evaluation_summary(result: Any, label: str | None = None) -> dict[str, Any]:
     """
     rows = result.per_seed()
     curves = np.asarray(result.curves, np.float64)
-    steps = np.unique(np.linspace(0, result.steps, min(CURVE_POINTS, result.steps + 1))
-                      .round().astype(int))
+    steps = np.unique(
+        np.linspace(0, result.steps, min(CURVE_POINTS, result.steps + 1)).round().astype(int)
+    )
     mean_curve = curves.mean(axis=0)[steps]
     return {
         "label": label or result.label,
         "task": result.task,
         "steps": int(result.steps),
         "seeds": [int(s) for s in result.seeds],
-        **{k: _finite_or_none(np.mean([r[k] for r in rows]))
-           for k in ("initial_loss", "final_loss", "mean_loss")},
+        **{
+            k: _finite_or_none(np.mean([r[k] for r in rows]))
+            for k in ("initial_loss", "final_loss", "mean_loss")
+        },
         "diverged": int(sum(bool(r["diverged"]) for r in rows)),
         "curve_steps": [int(s) for s in steps],
         "curve": [_finite_or_none(v) for v in mean_curve],
     }
 
 
-def run_evaluation(checkpoint: bytes, task_name: str, steps: int, seeds: int,
-                   baselines: tuple[str, ...]) -> list[dict[str, Any]]:
+def run_evaluation(
+    checkpoint: bytes, task_name: str, steps: int, seeds: int, baselines: tuple[str, ...]
+) -> list[dict[str, Any]]:
     """The summaries of the checkpoint's optimizer and of ``baselines`` (runs in-process)."""
     from star_core import optimizers, tasks
     from star_core.training.checkpoint import load_learned_optimizer
@@ -67,8 +71,9 @@ def run_evaluation(checkpoint: bytes, task_name: str, steps: int, seeds: int,
     return [evaluation_summary(result) for result in results]
 
 
-async def evaluate_checkpoint(checkpoint: bytes, evaluation: Any, default_task: str,
-                              horizon: int) -> list[dict[str, Any]]:
+async def evaluate_checkpoint(
+    checkpoint: bytes, evaluation: Any, default_task: str, horizon: int
+) -> list[dict[str, Any]]:
     """:func:`run_evaluation` as a Ray task (one CPU, ``JAX_PLATFORMS=cpu``).
 
     ``evaluation`` is an ``EvaluationConfig``: its task ("" = ``default_task``), steps (None =
@@ -85,8 +90,7 @@ def evaluation_task(checkpoint: bytes, task: str, steps: int, evaluation: Any) -
     remote = ray.remote(run_evaluation).options(
         num_cpus=1, runtime_env={"env_vars": {"JAX_PLATFORMS": "cpu"}}
     )
-    return remote.remote(checkpoint, task, steps, evaluation.seeds,
-                         tuple(evaluation.baselines))
+    return remote.remote(checkpoint, task, steps, evaluation.seeds, tuple(evaluation.baselines))
 
 
 class EvaluationRunner:
@@ -148,9 +152,14 @@ class EvaluationRunner:
         task = evaluation.task or (config.get("tasks") or [""])[0]
         horizon = (config.get("estimator") or {}).get("horizon")
         if not task or (evaluation.steps is None and not horizon):
-            raise ValueError("the checkpoint does not say its task and horizon: give task and"
-                             " steps")
-        await asyncio.to_thread(self.store.log, self.job_id, "INFO",
-                                f"evaluating checkpoint {record.checkpoint_id} on {task}")
+            raise ValueError(
+                "the checkpoint does not say its task and horizon: give task and steps"
+            )
+        await asyncio.to_thread(
+            self.store.log,
+            self.job_id,
+            "INFO",
+            f"evaluating checkpoint {record.checkpoint_id} on {task}",
+        )
         self._ref = evaluation_task(data, task, evaluation.steps_for(horizon or 1), evaluation)
         return await self._ref

@@ -75,12 +75,18 @@ class _Metrics:
         self.outer_step = gauge("star_outer_step", "outer steps done")
         self.steps_per_s = gauge("star_inner_steps_per_second", "inner steps per second")
         self.grad_norm = gauge("star_grad_norm", "norm of the averaged meta-gradient")
-        self.stale = (metrics.Counter("star_staleness_drops", "estimates dropped as stale",
-                                      METRIC_TAGS), tags)
-        self.restarts = (metrics.Counter("star_worker_restarts", "worker actor failures",
-                                         METRIC_TAGS), tags)
-        self.dropped = (metrics.Counter("star_dropped_estimates", "non-finite estimates dropped",
-                                        METRIC_TAGS), tags)
+        self.stale = (
+            metrics.Counter("star_staleness_drops", "estimates dropped as stale", METRIC_TAGS),
+            tags,
+        )
+        self.restarts = (
+            metrics.Counter("star_worker_restarts", "worker actor failures", METRIC_TAGS),
+            tags,
+        )
+        self.dropped = (
+            metrics.Counter("star_dropped_estimates", "non-finite estimates dropped", METRIC_TAGS),
+            tags,
+        )
 
     def record(self, step: int, record: dict[str, Any]) -> None:
         for (gauge, tags), value in (
@@ -91,9 +97,11 @@ class _Metrics:
         ):
             if value == value:  # NaN is not exported
                 gauge.set(value, tags=tags)
-        for (counter, tags), value in ((self.stale, record["stale_now"]),
-                                       (self.restarts, record["restarts_now"]),
-                                       (self.dropped, record["dropped_now"])):
+        for (counter, tags), value in (
+            (self.stale, record["stale_now"]),
+            (self.restarts, record["restarts_now"]),
+            (self.dropped, record["dropped_now"]),
+        ):
             if value:
                 counter.inc(value, tags=tags)
 
@@ -101,8 +109,14 @@ class _Metrics:
 class LearnerActor:
     """Ray actor class (``max_concurrency=2``: ``stop`` runs while ``run`` does)."""
 
-    def __init__(self, job_id: str, config_json: str, cluster: dict[str, Any],
-                 resume: bytes | None = None, warm_start: bytes | None = None):
+    def __init__(
+        self,
+        job_id: str,
+        config_json: str,
+        cluster: dict[str, Any],
+        resume: bytes | None = None,
+        warm_start: bytes | None = None,
+    ):
         from star_core.training.config import MetaTrainConfig
         from star_core.training.learner import Learner
 
@@ -124,8 +138,11 @@ class LearnerActor:
         import ray
 
         pool = _WorkerPool(self.job_id, self.config, self.cluster)
-        yield {"kind": "log", "level": "INFO",
-               "message": f"starting {pool.size} workers at outer step {self.state.step}"}
+        yield {
+            "kind": "log",
+            "level": "INFO",
+            "message": f"starting {pool.size} workers at outer step {self.state.step}",
+        }
         yield {"kind": "placement", "workers": pool.placements(self._stop)}
         metrics = _Metrics(self.job_id)
         last_saved = self.state.step
@@ -171,8 +188,13 @@ class LearnerActor:
                 if self._stop.is_set() and not batch:
                     break
                 if waited >= STRAGGLER_TIMEOUT_S and batch:
-                    events.append(_log("WARNING", f"no estimate for {waited:.0f} s: stepping "
-                                                  f"with {len(batch)} of {self.cluster['batch']}"))
+                    events.append(
+                        _log(
+                            "WARNING",
+                            f"no estimate for {waited:.0f} s: stepping "
+                            f"with {len(batch)} of {self.cluster['batch']}",
+                        )
+                    )
                     break
                 continue
             waited = 0.0
@@ -192,8 +214,12 @@ class LearnerActor:
             return events, None
         self.state, info = self.learner.apply(self.state, batch)
         if info.dropped:
-            events.append(_log("WARNING", f"outer step {self.state.step}: dropped {info.dropped}"
-                                          " non-finite estimate(s)"))
+            events.append(
+                _log(
+                    "WARNING",
+                    f"outer step {self.state.step}: dropped {info.dropped} non-finite estimate(s)",
+                )
+            )
         seconds = time.perf_counter() - start
         return events, {
             "meta_loss": sum(r["meta_loss"] for r in records) / len(records),
@@ -225,8 +251,10 @@ class _WorkerPool:
         remote = ray.remote(WorkerActor)
         options = {"max_restarts": WORKER_MAX_RESTARTS, **cluster["worker_options"]}
         config_json = json.dumps(config.to_dict())
-        self.actors = [self._named(remote, worker_name(job_id, i), options, config_json, i)
-                       for i in range(cluster["num_workers"])]
+        self.actors = [
+            self._named(remote, worker_name(job_id, i), options, config_json, i)
+            for i in range(cluster["num_workers"])
+        ]
         self.size = len(self.actors)
         self.in_flight: dict[Any, int] = {}  # estimate ref -> worker index
         self.answered: dict[int, int] = {}  # worker index -> step of its last estimate

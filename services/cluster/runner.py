@@ -119,8 +119,7 @@ class TrainingRunner:
             reason = "finished before the cancel took effect"
         latest = await self._call(self.store.latest_checkpoint, self.job_id)
         rewind = (latest.step if latest else 0) if state is JobState.PENDING else None
-        await self._call(self.store.transition, self.job_id, state, reason,
-                         rewind_to_step=rewind)
+        await self._call(self.store.transition, self.job_id, state, reason, rewind_to_step=rewind)
         return state
 
     async def _run_with_retries(self) -> bool:
@@ -131,9 +130,13 @@ class TrainingRunner:
             except Exception as err:
                 if not _transient(err) or attempt == LEARNER_RETRIES or self.stop_reason:
                     raise
-                await self._call(self.store.log, self.job_id, "WARNING",
-                                 f"learner lost ({type(err).__name__}); resuming from the "
-                                 f"latest checkpoint (attempt {attempt + 2})")
+                await self._call(
+                    self.store.log,
+                    self.job_id,
+                    "WARNING",
+                    f"learner lost ({type(err).__name__}); resuming from the "
+                    f"latest checkpoint (attempt {attempt + 2})",
+                )
         return False
 
     async def _run_learner(self) -> bool:
@@ -143,16 +146,28 @@ class TrainingRunner:
         gpus = self.spec.distributed.resolve_gpus(runtime.cluster_gpus())
         options, device = worker_options(self.spec.distributed, gpus)
         if device == "cpu" and self.spec.distributed.gpus_per_worker:
-            await self._call(self.store.log, self.job_id, "WARNING",
-                             "the cluster has no GPU: falling back to CPU workers")
+            await self._call(
+                self.store.log,
+                self.job_id,
+                "WARNING",
+                "the cluster has no GPU: falling back to CPU workers",
+            )
         missing = runtime.missing_resources(options.get("resources", {}))
         if missing:
-            await self._call(self.store.log, self.job_id, "WARNING",
-                             f"no node of the cluster has {', '.join(missing)}: the workers "
-                             "wait until one joins")
+            await self._call(
+                self.store.log,
+                self.job_id,
+                "WARNING",
+                f"no node of the cluster has {', '.join(missing)}: the workers "
+                "wait until one joins",
+            )
         distributed = self.spec.distributed
-        cluster = {"num_workers": distributed.num_workers, "batch": distributed.batch,
-                   "max_staleness": distributed.max_staleness, "worker_options": options}
+        cluster = {
+            "num_workers": distributed.num_workers,
+            "batch": distributed.batch,
+            "max_staleness": distributed.max_staleness,
+            "worker_options": options,
+        }
         config_json = json.dumps(self.spec.config.to_dict())
         self._learner = await self._start_learner(ray, config_json, cluster, resume, warm)
         if self.stop_reason is not None:
@@ -174,18 +189,21 @@ class TrainingRunner:
         if latest is not None:
             return await self._call(self.checkpoints.read_bytes, latest), None
         if self.spec.warm_start_checkpoint_id:
-            record = await self._call(self.store.get_checkpoint,
-                                      self.spec.warm_start_checkpoint_id)
+            record = await self._call(self.store.get_checkpoint, self.spec.warm_start_checkpoint_id)
             return None, await self._call(self.checkpoints.read_bytes, record)
         return None, None
 
-    async def _start_learner(self, ray: Any, config_json: str, cluster: dict,
-                             resume: bytes | None, warm: bytes | None) -> Any:
+    async def _start_learner(
+        self, ray: Any, config_json: str, cluster: dict, resume: bytes | None, warm: bytes | None
+    ) -> Any:
         """The job's learner actor; a leftover actor of the same name (from a service that
         died) is removed first."""
         name = learner_name(self.job_id)
         actor_class = ray.remote(LearnerActor).options(
-            name=name, namespace=runtime.NAMESPACE, num_cpus=0, max_concurrency=2,
+            name=name,
+            namespace=runtime.NAMESPACE,
+            num_cpus=0,
+            max_concurrency=2,
             runtime_env={"env_vars": {"JAX_PLATFORMS": "cpu"}},
         )
         for _ in range(LEARNER_RETRIES + 1):
@@ -208,20 +226,27 @@ class TrainingRunner:
             for increment, total in COUNTERS.items():
                 counters[total] += metrics.pop(increment, 0)
             metrics.pop("dropped_now", None)
-            await self._call(self.store.update_progress, self.job_id, event["step"],
-                             {**metrics, **counters})
+            await self._call(
+                self.store.update_progress, self.job_id, event["step"], {**metrics, **counters}
+            )
         elif kind == "checkpoint":
-            stored = await self._call(self.checkpoints.write, self.job_id, event["step"],
-                                      event["data"])
-            await self._call(self.store.add_checkpoint, self.job_id, event["step"],
-                             stored.file_name, stored.size_bytes, stored.sha256)
+            stored = await self._call(
+                self.checkpoints.write, self.job_id, event["step"], event["data"]
+            )
+            await self._call(
+                self.store.add_checkpoint,
+                self.job_id,
+                event["step"],
+                stored.file_name,
+                stored.size_bytes,
+                stored.sha256,
+            )
         elif kind == "log":
             await self._call(self.store.log, self.job_id, event["level"], event["message"])
         elif kind == "placement":
             nodes = [w["node_id"] for w in event["workers"]]
             await self._call(self.store.set_placement, self.job_id, device, nodes)
-            hosts = ", ".join(f"{w['worker']}@{w['host']}({w['device']})"
-                              for w in event["workers"])
+            hosts = ", ".join(f"{w['worker']}@{w['host']}({w['device']})" for w in event["workers"])
             await self._call(self.store.log, self.job_id, "INFO", f"workers: {hosts}")
         elif kind == "finished":
             return not event["stopped"]
@@ -233,9 +258,12 @@ class TrainingRunner:
         latest = await self._call(self.store.latest_checkpoint, self.job_id)
         data = await self._call(self.checkpoints.read_bytes, latest)
         await self._call(self.store.log, self.job_id, "INFO", "evaluating the final checkpoint")
-        summaries = await evaluate_checkpoint(data, self.spec.evaluation,
-                                              self.spec.config.tasks[0],
-                                              self.spec.config.estimator.horizon)
+        summaries = await evaluate_checkpoint(
+            data,
+            self.spec.evaluation,
+            self.spec.config.tasks[0],
+            self.spec.config.estimator.horizon,
+        )
         await self._call(self.store.set_evaluation, self.job_id, summaries)
 
 
@@ -252,8 +280,13 @@ def _transient(err: BaseException) -> bool:
     """Whether a learner failure is worth a retry from the latest checkpoint."""
     import ray
 
-    return isinstance(err, ray.exceptions.RayActorError | ray.exceptions.RaySystemError |
-                      ray.exceptions.ObjectLostError | ray.exceptions.GetTimeoutError)
+    return isinstance(
+        err,
+        ray.exceptions.RayActorError
+        | ray.exceptions.RaySystemError
+        | ray.exceptions.ObjectLostError
+        | ray.exceptions.GetTimeoutError,
+    )
 
 
 def _kill_named(ray: Any, name: str) -> None:

@@ -80,16 +80,23 @@ def connect(
         return RayConnection(context.gcs_address, "", False, "", owned=False)
     if address:
         context = ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
-        return RayConnection(ray.get_runtime_context().gcs_address,
-                             _url(context.dashboard_url), False, "")
+        return RayConnection(
+            ray.get_runtime_context().gcs_address, _url(context.dashboard_url), False, ""
+        )
     options: dict[str, Any] = {"include_dashboard": True, "dashboard_host": dashboard_host}
     if dashboard_port is not None:
         options["dashboard_port"] = dashboard_port
     # address="local": always a new instance, never one that `ray start` left on this machine.
-    context = ray.init(address="local", num_cpus=num_cpus, namespace=NAMESPACE,
-                       logging_level=logging.WARNING, **options)
-    return RayConnection(ray.get_runtime_context().gcs_address, _url(context.dashboard_url),
-                         True, str(token_path))
+    context = ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        namespace=NAMESPACE,
+        logging_level=logging.WARNING,
+        **options,
+    )
+    return RayConnection(
+        ray.get_runtime_context().gcs_address, _url(context.dashboard_url), True, str(token_path)
+    )
 
 
 def _ray_connected() -> bool:

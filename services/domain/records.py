@@ -14,6 +14,7 @@ from typing import Any
 # What a job's workers run on (Job.device; "" until placed).
 DEVICES = ("cpu", "gpu")
 
+
 class JobState(enum.Enum):
     """The state of a job; see the module docstring for the allowed changes."""
 

@@ -69,9 +69,7 @@ def _check_number(field: str, value: Any, low: float, high: float) -> None:
 
 def check_request_id(request_id: str, field: str = "request_id") -> None:
     """ConfigError unless ``request_id`` is "" or <= 128 characters of [A-Za-z0-9._:-]."""
-    if request_id and (
-        len(request_id) > MAX_REQUEST_ID or not REQUEST_ID.fullmatch(request_id)
-    ):
+    if request_id and (len(request_id) > MAX_REQUEST_ID or not REQUEST_ID.fullmatch(request_id)):
         raise ConfigError(
             field, f"{field} must be at most {MAX_REQUEST_ID} characters of [A-Za-z0-9._:-]"
         )
@@ -185,8 +183,9 @@ class EvaluationConfig:
         for index, name in enumerate(self.baselines):
             field = f"evaluation.baselines[{index}]"
             if name not in BASELINES:
-                raise ConfigError(field, f"{field} must be one of {', '.join(BASELINES)}; "
-                                         f"got {name!r}")
+                raise ConfigError(
+                    field, f"{field} must be one of {', '.join(BASELINES)}; got {name!r}"
+                )
             if name in self.baselines[:index]:
                 raise ConfigError(field, f"{field}: {name!r} is repeated")
 

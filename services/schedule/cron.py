@@ -55,8 +55,9 @@ def check_cron(expression: str) -> str:
     fields = expression.split()
     if len(fields) != CRON_FIELDS:
         raise ConfigError(
-            "cron", f"cron {expression!r} must have {CRON_FIELDS} fields"
-            " (minute hour day-of-month month day-of-week), e.g. '0 3 * * *'"
+            "cron",
+            f"cron {expression!r} must have {CRON_FIELDS} fields"
+            " (minute hour day-of-month month day-of-week), e.g. '0 3 * * *'",
         )
     normalized = " ".join(fields)
     try:

@@ -85,8 +85,14 @@ def utc_now() -> datetime:
 class JobSubmitter(Protocol):
     """What the scheduler needs from the job manager (``services.manager.JobManager``)."""
 
-    async def submit_spec_json(self, spec_json: str, *, request_id: str = "",
-                               schedule_id: str = "", fire_time: datetime | None = None) -> Job:
+    async def submit_spec_json(
+        self,
+        spec_json: str,
+        *,
+        request_id: str = "",
+        schedule_id: str = "",
+        fire_time: datetime | None = None,
+    ) -> Job:
         """Create a PENDING training job (ResourceExhausted at --max-jobs); idempotent per
         (schedule_id, fire_time)."""
 
@@ -187,8 +193,9 @@ class Scheduler:
     async def _fire_due(self, schedule: Schedule, now: datetime) -> Firing | None:
         sid = schedule.schedule_id
         try:
-            fire_time = latest_fire_time(schedule.cron, schedule.timezone,
-                                         schedule.next_fire_time, now)
+            fire_time = latest_fire_time(
+                schedule.cron, schedule.timezone, schedule.next_fire_time, now
+            )
             following = next_fire_time(schedule.cron, schedule.timezone, now)
         except ConfigError as err:  # stored before a stricter check: stop it, do not spin
             logger.error("schedule %s: %s; pausing it", sid, err)
@@ -207,10 +214,16 @@ class Scheduler:
             return await self._create(schedule, fire_time)
         policy = schedule.overlap_policy
         if policy is OverlapPolicy.SKIP:
-            logger.info("schedule %s: skipping %s, job %s is %s", schedule.schedule_id,
-                        fire_time.isoformat(), previous.job_id, previous.state.value)
-            return await self._call(self.store.record_skipped_firing, schedule.schedule_id,
-                                    fire_time)
+            logger.info(
+                "schedule %s: skipping %s, job %s is %s",
+                schedule.schedule_id,
+                fire_time.isoformat(),
+                previous.job_id,
+                previous.state.value,
+            )
+            return await self._call(
+                self.store.record_skipped_firing, schedule.schedule_id, fire_time
+            )
         if policy is OverlapPolicy.CANCEL_PREVIOUS:
             await self.jobs.cancel(previous.job_id)
             if await self._active_previous(schedule) is None:
@@ -232,8 +245,7 @@ class Scheduler:
         sid = schedule.schedule_id
         spec_json = await self._spec_for(schedule)
         try:
-            job = await self.jobs.submit_spec_json(spec_json, schedule_id=sid,
-                                                   fire_time=fire_time)
+            job = await self.jobs.submit_spec_json(spec_json, schedule_id=sid, fire_time=fire_time)
         except ResourceExhausted as err:
             return await self._queue(schedule, fire_time, str(err))
         logger.info("schedule %s: fired %s as job %s", sid, fire_time.isoformat(), job.job_id)
@@ -241,8 +253,13 @@ class Scheduler:
 
     async def _queue(self, schedule: Schedule, fire_time: datetime, why: str) -> Firing:
         firing = await self._call(self.store.queue_firing, schedule.schedule_id, fire_time)
-        logger.info("schedule %s: firing %s %s (%s)", schedule.schedule_id,
-                    fire_time.isoformat(), firing.outcome, why)
+        logger.info(
+            "schedule %s: firing %s %s (%s)",
+            schedule.schedule_id,
+            fire_time.isoformat(),
+            firing.outcome,
+            why,
+        )
         return firing
 
     async def _spec_for(self, schedule: Schedule) -> str:
@@ -284,11 +301,16 @@ class Scheduler:
             raise err.within("schedule") from err
         async with self._lock:
             schedule, _ = await self._call(
-                self.store.create_schedule, submission.cron, submission.timezone,
-                submission.template_json, submission.overlap_policy,
-                next_fire_time=None if submission.paused else first, paused=submission.paused,
+                self.store.create_schedule,
+                submission.cron,
+                submission.timezone,
+                submission.template_json,
+                submission.overlap_policy,
+                next_fire_time=None if submission.paused else first,
+                paused=submission.paused,
                 warm_start_from_previous=submission.warm_start_from_previous,
-                request_id=submission.request_id)
+                request_id=submission.request_id,
+            )
         self.wake()
         return schedule
 

@@ -85,8 +85,10 @@ class CheckpointStore:
         a corrupt checkpoint is never used to resume or warm-start a job)."""
         data = self.path(record).read_bytes()
         if len(data) != record.size_bytes or hashlib.sha256(data).hexdigest() != record.sha256:
-            raise ValueError(f"checkpoint {record.checkpoint_id!r}: the file does not match its"
-                             " recorded size and SHA-256")
+            raise ValueError(
+                f"checkpoint {record.checkpoint_id!r}: the file does not match its"
+                " recorded size and SHA-256"
+            )
         return data
 
     def read_chunk(self, record: CheckpointRecord, offset: int, length: int = CHUNK_SIZE) -> bytes:
@@ -126,8 +128,9 @@ class CheckpointStore:
 
 def _check_offset(offset: int, size: int) -> None:
     if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= size:
-        raise ConfigError("offset", f"offset must be between 0 and the file size {size}, "
-                                    f"got {offset!r}")
+        raise ConfigError(
+            "offset", f"offset must be between 0 and the file size {size}, got {offset!r}"
+        )
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -50,8 +50,15 @@ def append_event(
     conn.execute(
         "INSERT INTO events (job_id, seq, kind, step, payload, snapshot, time)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (job_id, seq, kind.value, row["step"], rows.dumps(dict(payload)), rows.snapshot_of(row),
-         now),
+        (
+            job_id,
+            seq,
+            kind.value,
+            row["step"],
+            rows.dumps(dict(payload)),
+            rows.snapshot_of(row),
+            now,
+        ),
     )
     return seq
 
@@ -104,8 +111,17 @@ def create_job(
     conn.execute(
         "INSERT INTO jobs (job_id, kind, state, spec_json, request_id, schedule_id, fire_time,"
         " create_time, update_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (job_id, kind.value, JobState.PENDING.value, spec_json, request_id or None,
-         schedule_id or None, fire_time if schedule_id else None, now, now),
+        (
+            job_id,
+            kind.value,
+            JobState.PENDING.value,
+            spec_json,
+            request_id or None,
+            schedule_id or None,
+            fire_time if schedule_id else None,
+            now,
+            now,
+        ),
     )
     if schedule_id:
         conn.execute(  # a queued firing (services.schedule) becomes created
@@ -152,7 +168,11 @@ def transition(
 
 
 def _rewound_step(
-    conn: sqlite3.Connection, job_id: str, current: JobState, target: JobState, step: int,
+    conn: sqlite3.Connection,
+    job_id: str,
+    current: JobState,
+    target: JobState,
+    step: int,
     rewind_to: int,
 ) -> int:
     if not (current is JobState.RUNNING and target is JobState.PENDING):
@@ -260,8 +280,13 @@ def events_after(
 
 
 def add_checkpoint(
-    conn: sqlite3.Connection, job_id: str, step: int, file_name: str, size_bytes: int,
-    sha256: str, now: int,
+    conn: sqlite3.Connection,
+    job_id: str,
+    step: int,
+    file_name: str,
+    size_bytes: int,
+    sha256: str,
+    now: int,
 ) -> tuple[CheckpointRecord, list[int]]:
     """Index a written checkpoint file; see ``Store.add_checkpoint``."""
     state = JobState(job_row(conn, job_id)["state"])

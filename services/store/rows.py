@@ -150,8 +150,10 @@ def check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
     """``metrics`` as a plain dict of floats (ValueError for a non-number: a runner bug)."""
     out = {}
     for name, value in metrics.items():
-        if not isinstance(name, str) or isinstance(value, bool) or not isinstance(
-            value, int | float
+        if (
+            not isinstance(name, str)
+            or isinstance(value, bool)
+            or not isinstance(value, int | float)
         ):
             raise ValueError(f"metrics must map names to numbers, got {name!r}: {value!r}")
         out[name] = float(value)

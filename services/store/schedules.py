@@ -27,17 +27,17 @@ def get_schedule(conn: sqlite3.Connection, schedule_id: str) -> Schedule:
     return rows.schedule_from_row(_row(conn, schedule_id))
 
 
-def create_schedule(conn: sqlite3.Connection, fields: dict[str, Any], request_id: str,
-                    now: int) -> tuple[Schedule, bool]:
+def create_schedule(
+    conn: sqlite3.Connection, fields: dict[str, Any], request_id: str, now: int
+) -> tuple[Schedule, bool]:
     """(schedule, created); an existing request_id returns its schedule when ``fields`` match."""
     if request_id:
-        row = conn.execute(
-            "SELECT * FROM schedules WHERE request_id = ?", (request_id,)
-        ).fetchone()
+        row = conn.execute("SELECT * FROM schedules WHERE request_id = ?", (request_id,)).fetchone()
         if row is not None:
             # next_fire_time is computed from the clock, not sent: a retry later still matches
-            if any(row[name] != value for name, value in fields.items()
-                   if name != "next_fire_time"):
+            if any(
+                row[name] != value for name, value in fields.items() if name != "next_fire_time"
+            ):
                 raise AlreadyExists(
                     f"request_id {request_id!r} was used for schedule {row['schedule_id']}"
                     " with a different request"
@@ -55,8 +55,13 @@ def create_schedule(conn: sqlite3.Connection, fields: dict[str, Any], request_id
 
 
 def schedule_fields(
-    cron: str, timezone: str, template_json: str, overlap_policy: OverlapPolicy, paused: bool,
-    warm_start_from_previous: bool, next_fire_time: int | None,
+    cron: str,
+    timezone: str,
+    template_json: str,
+    overlap_policy: OverlapPolicy,
+    paused: bool,
+    warm_start_from_previous: bool,
+    next_fire_time: int | None,
 ) -> dict[str, Any]:
     """The column values of a new schedule (also what a repeated request_id is compared on)."""
     return {
@@ -159,6 +164,4 @@ def queued_firings(conn: sqlite3.Connection) -> list[Firing]:
 
 def earliest_fire_time(conn: sqlite3.Connection) -> int | None:
     """The smallest next_fire_time of the unpaused schedules (None: none will fire)."""
-    return conn.execute(
-        "SELECT MIN(next_fire_time) FROM schedules WHERE paused = 0"
-    ).fetchone()[0]
+    return conn.execute("SELECT MIN(next_fire_time) FROM schedules WHERE paused = 0").fetchone()[0]

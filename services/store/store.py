@@ -125,8 +125,14 @@ class Store:
         """
         with self._write() as (conn, now):
             job, created, seqs = jobs.create_job(
-                conn, spec_json, kind, request_id, schedule_id, self._micros(fire_time),
-                max_active, now,
+                conn,
+                spec_json,
+                kind,
+                request_id,
+                schedule_id,
+                self._micros(fire_time),
+                max_active,
+                now,
             )
         self._notify(job.job_id, seqs)
         return job, created
@@ -223,7 +229,10 @@ class Store:
         return self.append_event(job_id, EventKind.LOG, {"level": level, "message": message})
 
     def events_after(
-        self, job_id: str, after_seq: int = 0, limit: int = MAX_EVENTS_PER_CALL,
+        self,
+        job_id: str,
+        after_seq: int = 0,
+        limit: int = MAX_EVENTS_PER_CALL,
         from_step: int = 0,
     ) -> list[JobEvent]:
         """The job's events with seq > after_seq in order (at most ``limit``, capped at 1000).
@@ -283,7 +292,12 @@ class Store:
         A known request_id with identical fields returns that schedule; otherwise AlreadyExists.
         """
         fields = schedules.schedule_fields(
-            cron, timezone, template_json, overlap_policy, paused, warm_start_from_previous,
+            cron,
+            timezone,
+            template_json,
+            overlap_policy,
+            paused,
+            warm_start_from_previous,
             self._micros(next_fire_time),
         )
         with self._write() as (conn, now):

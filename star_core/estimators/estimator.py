@@ -96,7 +96,7 @@ class EstimatorConfig:
             raise ConfigError(
                 "truncation_length",
                 "EstimatorConfig.truncation_length must be <= horizon "
-                f"(got {self.truncation_length} > {self.horizon})"
+                f"(got {self.truncation_length} > {self.horizon})",
             )
 
 

@@ -33,7 +33,11 @@ def _as_problem(P, H, phi0, sigma_xi, phi0_cov):
     dtype = P.dtype
     phi0_cov = jnp.zeros_like(P) if phi0_cov is None else jnp.asarray(phi0_cov, dtype)
     return (
-        P, jnp.asarray(H, dtype), jnp.asarray(phi0, dtype), jnp.asarray(sigma_xi, dtype), phi0_cov
+        P,
+        jnp.asarray(H, dtype),
+        jnp.asarray(phi0, dtype),
+        jnp.asarray(sigma_xi, dtype),
+        phi0_cov,
     )
 
 
@@ -77,9 +81,7 @@ def expected_meta_loss(
     Returns:
       A scalar JAX array.
     """
-    return jnp.mean(
-        expected_step_losses(alpha, P, H, phi0, sigma_xi, T, preconditioned, phi0_cov)
-    )
+    return jnp.mean(expected_step_losses(alpha, P, H, phi0, sigma_xi, T, preconditioned, phi0_cov))
 
 
 def _noise_factor(sigma_xi):

@@ -81,7 +81,12 @@ def optimal_meta_loss(problem: NQMProblem, horizon: int, max_iterations: int = 2
     objective = jax.jit(
         jax.value_and_grad(
             lambda m: expected_meta_loss(
-                0.0, m.reshape(n, n), problem.H, problem.phi0, problem.sigma_xi, horizon,
+                0.0,
+                m.reshape(n, n),
+                problem.H,
+                problem.phi0,
+                problem.sigma_xi,
+                horizon,
                 phi0_cov=problem.phi0_cov,
             )
         )
@@ -108,8 +113,14 @@ def training_curves(problem: NQMProblem, P0, alphas, config: NQMMetaTrainConfig,
     curves = {}
     for alpha_key, alpha in zip(jax.random.split(key, len(alphas)), alphas, strict=True):
         result = meta_train(
-            alpha, jnp.asarray(P0), problem.H, problem.phi0, problem.sigma_xi, config,
-            key=alpha_key, phi0_cov=problem.phi0_cov,
+            alpha,
+            jnp.asarray(P0),
+            problem.H,
+            problem.phi0,
+            problem.sigma_xi,
+            config,
+            key=alpha_key,
+            phi0_cov=problem.phi0_cov,
         )
         curves[float(alpha)] = {
             "theorem1_at_start": theorem1_holds(alpha, P0, problem.H),

@@ -52,8 +52,13 @@ class FigureSettings:
 
     @classmethod
     def quick(cls) -> FigureSettings:
-        return cls(dimension=6, variance_alpha_points=9, variance_horizons=(1, 10, 100),
-                   variance_samples=32, training_iterations=300)
+        return cls(
+            dimension=6,
+            variance_alpha_points=9,
+            variance_horizons=(1, 10, 100),
+            variance_samples=32,
+            training_iterations=300,
+        )
 
     def num_steps(self) -> int:
         """Units of work reported to ``progress`` by :func:`write_figures`."""
@@ -70,7 +75,8 @@ def _figure2a(settings, problem, P0, key, progress) -> dict:
     eig_p0 = np.linalg.eigvalsh(P0)
     curves = {}
     for horizon_key, horizon in zip(
-        jax.random.split(key, len(settings.variance_horizons)), settings.variance_horizons,
+        jax.random.split(key, len(settings.variance_horizons)),
+        settings.variance_horizons,
         strict=True,
     ):
         values = figure2.gradient_variance(
@@ -99,8 +105,10 @@ def _figure2bc(settings, problem, P0, key, progress) -> dict:
         jax.random.split(key, len(settings.estimators)), settings.estimators, strict=True
     ):
         config = NQMMetaTrainConfig(
-            horizon=settings.training_horizon, num_iterations=settings.training_iterations,
-            learning_rate=settings.learning_rate, estimator=estimator,
+            horizon=settings.training_horizon,
+            num_iterations=settings.training_iterations,
+            learning_rate=settings.learning_rate,
+            estimator=estimator,
         )
         curves = figure2.training_curves(problem, P0, alphas, config, estimator_key)
         runs = []
@@ -110,16 +118,19 @@ def _figure2bc(settings, problem, P0, key, progress) -> dict:
             hit = figure2.first_iteration_below(
                 run["meta_loss"], optimum * (1 + figure2.NEAR_OPTIMAL_GAP)
             )
-            runs.append({
-                "alpha": alpha, "alpha_fraction": fraction,
-                "theorem1_at_start": run["theorem1_at_start"],
-                "iterations_to_near_optimal": hit,
-                "final_meta_loss": float(run["meta_loss"][-1]),
-                "final_spectral_radius": float(run["spectral_radius"][-1]),
-                "iterations": (keep + 1).tolist(),
-                "meta_loss": run["meta_loss"][keep].tolist(),
-                "spectral_radius": run["spectral_radius"][keep].tolist(),
-            })
+            runs.append(
+                {
+                    "alpha": alpha,
+                    "alpha_fraction": fraction,
+                    "theorem1_at_start": run["theorem1_at_start"],
+                    "iterations_to_near_optimal": hit,
+                    "final_meta_loss": float(run["meta_loss"][-1]),
+                    "final_spectral_radius": float(run["spectral_radius"][-1]),
+                    "iterations": (keep + 1).tolist(),
+                    "meta_loss": run["meta_loss"][keep].tolist(),
+                    "spectral_radius": run["spectral_radius"][keep].tolist(),
+                }
+            )
         estimators[estimator] = runs
         progress(f"fig2b/c {estimator}")
     return {
@@ -144,10 +155,8 @@ def compute_figure_data(settings: FigureSettings, progress: Callable[[str], None
         fig1 = {"problem": summary, **figure1.figure1_data(P_fig1, problem.H)}
         progress("fig1")
         P0 = figure2.random_symmetric_start(key_p0, settings.dimension)
-        fig2a = {"problem": summary,
-                 **_figure2a(settings, problem, P0, key_variance, progress)}
-        fig2bc = {"problem": summary,
-                  **_figure2bc(settings, problem, P0, key_training, progress)}
+        fig2a = {"problem": summary, **_figure2a(settings, problem, P0, key_variance, progress)}
+        fig2bc = {"problem": summary, **_figure2bc(settings, problem, P0, key_training, progress)}
     return {"fig1": fig1, "fig2a": fig2a, "fig2bc": fig2bc}
 
 
@@ -164,7 +173,8 @@ def prepare_output_dir(out_dir) -> Path:
 
 
 def write_figures(
-    out_dir, settings: FigureSettings | None = None,
+    out_dir,
+    settings: FigureSettings | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[Path]:
     """Compute and write the four PNGs and their JSON into ``out_dir``; returns the paths."""

@@ -60,8 +60,13 @@ def _gradient(config: NQMMetaTrainConfig, alpha, P, problem, key):
     """Meta-gradient estimate of the configured kind, and the exact meta-loss of P."""
     H, phi0, sigma_xi, phi0_cov = problem
     exact = functools.partial(
-        expected_meta_loss, H=H, phi0=phi0, sigma_xi=sigma_xi, T=config.horizon,
-        preconditioned=config.preconditioned, phi0_cov=phi0_cov,
+        expected_meta_loss,
+        H=H,
+        phi0=phi0,
+        sigma_xi=sigma_xi,
+        T=config.horizon,
+        preconditioned=config.preconditioned,
+        phi0_cov=phi0_cov,
     )
     if config.estimator == "closed_form":
         loss, grad = jax.value_and_grad(lambda p: exact(alpha, p))(P)
@@ -70,8 +75,15 @@ def _gradient(config: NQMMetaTrainConfig, alpha, P, problem, key):
     def one_sample(sample_key):
         return jax.grad(
             lambda p: sample_meta_loss(
-                sample_key, alpha, p, H, phi0, sigma_xi, config.horizon,
-                config.preconditioned, phi0_cov,
+                sample_key,
+                alpha,
+                p,
+                H,
+                phi0,
+                sigma_xi,
+                config.horizon,
+                config.preconditioned,
+                phi0_cov,
             )
         )(P)
 

@@ -37,10 +37,22 @@ def plot_figure1(data: dict, path) -> None:
         trail = np.array([p for spectrum in values["path"] for p in spectrum])
         ax.scatter(trail[:, 0], trail[:, 1], s=3, color="0.7", label="as strength grows")
         before, after = np.array(values["before"]), np.array(values["after"])
-        ax.scatter(before[:, 0], before[:, 1], s=40, facecolors="none", edgecolors="red",
-                   label=f"before, rho={values['spectral_radius_before']:.2f}")
-        ax.scatter(after[:, 0], after[:, 1], s=40, marker="x", color="blue",
-                   label=f"after, rho={values['spectral_radius_after']:.2f}")
+        ax.scatter(
+            before[:, 0],
+            before[:, 1],
+            s=40,
+            facecolors="none",
+            edgecolors="red",
+            label=f"before, rho={values['spectral_radius_before']:.2f}",
+        )
+        ax.scatter(
+            after[:, 0],
+            after[:, 1],
+            s=40,
+            marker="x",
+            color="blue",
+            label=f"after, rho={values['spectral_radius_after']:.2f}",
+        )
         ax.set_title(f"({panel}) {values['title']}")
         ax.set_aspect("equal")
         ax.set_xlim(-1.3, 1.9)
@@ -50,8 +62,10 @@ def plot_figure1(data: dict, path) -> None:
         ax.set_xlabel("Re lambda(A)")
         ax.legend(loc="lower left", fontsize=7)
     axes[0].set_ylabel("Im lambda(A)")
-    fig.suptitle("Figure 1: eigenvalues of A = I - K(alpha I + P)H before (o) and after (x) "
-                 "each intervention")
+    fig.suptitle(
+        "Figure 1: eigenvalues of A = I - K(alpha I + P)H before (o) and after (x) "
+        "each intervention"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -97,11 +111,21 @@ def _plot_training(data: dict, key: str, ylabel: str, title: str, path, log_y: b
             if key == "meta_loss":
                 values = values / data["optimal_meta_loss"] - 1.0
             steps = np.array(run["iterations"])
-            ax.plot(steps, values, color=color, lw=1.2,
-                    label=f"2 alpha/lambda_max = {run['alpha_fraction']:.1f}")
+            ax.plot(
+                steps,
+                values,
+                color=color,
+                lw=1.2,
+                label=f"2 alpha/lambda_max = {run['alpha_fraction']:.1f}",
+            )
         if key == "meta_loss":
-            ax.axhline(data["near_optimal_gap"], color="k", ls="--", lw=1,
-                       label=f"{data['near_optimal_gap']:.0%} above optimum")
+            ax.axhline(
+                data["near_optimal_gap"],
+                color="k",
+                ls="--",
+                lw=1,
+                label=f"{data['near_optimal_gap']:.0%} above optimum",
+            )
         else:
             ax.axhline(1.0, color="k", ls="--", lw=1, label="|lambda| = 1")
         ax.set_xscale("log")
@@ -119,11 +143,18 @@ def _plot_training(data: dict, key: str, ylabel: str, title: str, path, log_y: b
 
 def plot_figure2b(data: dict, path) -> None:
     """max |lambda(A)| during meta-training, one curve per alpha, one panel per estimator."""
-    _plot_training(data, "spectral_radius", "max |lambda(A)|", "Figure 2b: spectral radius",
-                   path, log_y=False)
+    _plot_training(
+        data, "spectral_radius", "max |lambda(A)|", "Figure 2b: spectral radius", path, log_y=False
+    )
 
 
 def plot_figure2c(data: dict, path) -> None:
     """Exact meta-loss (T = 50) during meta-training, relative to the optimum, log scale."""
-    _plot_training(data, "meta_loss", "meta-loss / optimal meta-loss - 1  (T = 50)",
-                   "Figure 2c: meta-loss above the optimum", path, log_y=True)
+    _plot_training(
+        data,
+        "meta_loss",
+        "meta-loss / optimal meta-loss - 1  (T = 50)",
+        "Figure 2c: meta-loss above the optimum",
+        path,
+        log_y=True,
+    )

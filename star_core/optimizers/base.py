@@ -67,7 +67,7 @@ class LearnedOptimizer(abc.ABC):
             raise ConfigError(
                 unknown[0],
                 f"unknown config field(s) {', '.join(unknown)} for optimizer {self.name!r}; "
-                f"allowed: {', '.join(allowed)}"
+                f"allowed: {', '.join(allowed)}",
             )
         self.config = self.config_class(**config)
 

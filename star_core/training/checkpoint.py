@@ -261,8 +261,13 @@ def _decode(data: bytes, name: str) -> tuple[dict[str, np.ndarray], dict[str, An
         length = int.from_bytes(data[:_HEADER_LENGTH_BYTES], "little")
         header = json.loads(data[_HEADER_LENGTH_BYTES : _HEADER_LENGTH_BYTES + length])
         metadata = {k: json.loads(v) for k, v in (header.get("__metadata__") or {}).items()}
-    except (safetensors.SafetensorError, json.JSONDecodeError, UnicodeDecodeError,
-            AttributeError, ValueError) as err:
+    except (
+        safetensors.SafetensorError,
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        AttributeError,
+        ValueError,
+    ) as err:
         raise ValueError(f"{name} is not a readable checkpoint ({err})") from err
     return tensors, metadata
 

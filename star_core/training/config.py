@@ -174,9 +174,7 @@ class MetaTrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> MetaTrainConfig:
         """Build from a (JSON) dict; unknown keys raise a ValueError naming them."""
         if not isinstance(data, dict):
-            raise ConfigError(
-                "", f"a meta-training config must be a JSON object, got {type(data)}"
-            )
+            raise ConfigError("", f"a meta-training config must be a JSON object, got {type(data)}")
         _reject_unknown_fields("", data, cls, "config field")
         values = dict(data)
         if "estimator" in values and not isinstance(values["estimator"], EstimatorConfig):

@@ -90,20 +90,29 @@ class EvalResult(NamedTuple):
         """One dict per seed: seed, initial/final/mean loss, diverged, and the held-out trio
         initial_heldout, final_heldout, heldout_diverged (None without a held-out split)."""
         heldout = [None] * len(self.seeds) if self.heldout is None else list(self.heldout)
-        return [{"seed": s, **summarize_curve(c), **summarize_heldout(h)}
-                for s, c, h in zip(self.seeds, self.curves, heldout, strict=True)]
+        return [
+            {"seed": s, **summarize_curve(c), **summarize_heldout(h)}
+            for s, c, h in zip(self.seeds, self.curves, heldout, strict=True)
+        ]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (non-finite numbers become None)."""
         rows = self.per_seed()
-        means = {k: _mean_or_none([r[k] for r in rows]) for k in
-                 ("initial_loss", "final_loss", "mean_loss")}
+        means = {
+            k: _mean_or_none([r[k] for r in rows])
+            for k in ("initial_loss", "final_loss", "mean_loss")
+        }
         data = {
-            "label": self.label, "task": self.task, "steps": self.steps,
-            "seeds": list(self.seeds), "per_seed": rows,
-            "aggregate": {**means, "diverged": sum(r["diverged"] for r in rows),
-                          "heldout_diverged": _count_or_none([r["heldout_diverged"]
-                                                              for r in rows])},
+            "label": self.label,
+            "task": self.task,
+            "steps": self.steps,
+            "seeds": list(self.seeds),
+            "per_seed": rows,
+            "aggregate": {
+                **means,
+                "diverged": sum(r["diverged"] for r in rows),
+                "heldout_diverged": _count_or_none([r["heldout_diverged"] for r in rows]),
+            },
             "curves": self.curves.tolist(),
             "heldout_steps": list(self.heldout_steps),
             "heldout": None if self.heldout is None else self.heldout.tolist(),
@@ -117,8 +126,12 @@ def summarize_curve(curve: np.ndarray) -> dict[str, Any]:
     curve = np.asarray(curve, np.float64)
     initial, final = float(curve[0]), float(curve[-1])
     diverged = bool(not np.all(np.isfinite(curve)) or final > initial)
-    return {"initial_loss": initial, "final_loss": final,
-            "mean_loss": float(np.mean(curve[:-1])), "diverged": diverged}
+    return {
+        "initial_loss": initial,
+        "final_loss": final,
+        "mean_loss": float(np.mean(curve[:-1])),
+        "diverged": diverged,
+    }
 
 
 def summarize_heldout(heldout: np.ndarray | None) -> dict[str, Any]:
@@ -225,8 +238,13 @@ def _checkpoints(steps: int, points: int) -> list[int]:
 
 
 def train_runs(
-    task: Any, make_tx: MakeTx, hparams: Any, seeds: Sequence[int], steps: int,
-    heldout_points: int = DEFAULT_HELDOUT_POINTS, progress: Progress | None = None,
+    task: Any,
+    make_tx: MakeTx,
+    hparams: Any,
+    seeds: Sequence[int],
+    steps: int,
+    heldout_points: int = DEFAULT_HELDOUT_POINTS,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, tuple[int, ...], np.ndarray | None]:
     """Train R runs at once: run r uses ``hparams[r]`` (leading axis R) and seed ``seeds[r]``.
     ``progress(steps_done)`` is called after every chunk.
@@ -276,16 +294,31 @@ def _broadcast(tree: Any, runs: int) -> Any:
 
 
 def evaluate(
-    task: Any, lopt: Any, theta: Any, steps: int, seeds: Sequence[int], label: str | None = None,
-    heldout_points: int = DEFAULT_HELDOUT_POINTS, progress: Progress | None = None,
+    task: Any,
+    lopt: Any,
+    theta: Any,
+    steps: int,
+    seeds: Sequence[int],
+    label: str | None = None,
+    heldout_points: int = DEFAULT_HELDOUT_POINTS,
+    progress: Progress | None = None,
 ) -> EvalResult:
     """Train ``task`` with ``lopt.transform(theta)`` for ``steps`` steps from each seed."""
     _check_budget(steps, seeds)
     hparams = _broadcast(theta, len(seeds))
-    curves, marks, heldout = train_runs(task, lopt.transform, hparams, seeds, steps,
-                                        heldout_points, progress)
-    return EvalResult(label or lopt.name, task.name, steps, tuple(int(s) for s in seeds),
-                      curves, marks, heldout, {})
+    curves, marks, heldout = train_runs(
+        task, lopt.transform, hparams, seeds, steps, heldout_points, progress
+    )
+    return EvalResult(
+        label or lopt.name,
+        task.name,
+        steps,
+        tuple(int(s) for s in seeds),
+        curves,
+        marks,
+        heldout,
+        {},
+    )
 
 
 def _adam(learning_rate: jax.Array) -> optax.GradientTransformation:
@@ -293,9 +326,13 @@ def _adam(learning_rate: jax.Array) -> optax.GradientTransformation:
 
 
 def tune_adam(
-    task: Any, steps: int, seeds: Sequence[int],
-    learning_rates: Sequence[float] = ADAM_LR_GRID, tuning_seeds: Sequence[int] | None = None,
-    heldout_points: int = DEFAULT_HELDOUT_POINTS, progress: Progress | None = None,
+    task: Any,
+    steps: int,
+    seeds: Sequence[int],
+    learning_rates: Sequence[float] = ADAM_LR_GRID,
+    tuning_seeds: Sequence[int] | None = None,
+    heldout_points: int = DEFAULT_HELDOUT_POINTS,
+    progress: Progress | None = None,
 ) -> EvalResult:
     """Adam at the best rate of ``learning_rates``, picked on ``tuning_seeds``, run on ``seeds``.
 
@@ -319,21 +356,43 @@ def tune_adam(
     runs_lr = jnp.asarray([lr for lr in learning_rates for _ in tuning], jnp.float32)
     runs_seed = [s for _ in learning_rates for s in tuning]
     share = len(runs_seed) / (len(runs_seed) + len(seeds))  # of the work spent tuning
-    curves, _, _ = train_runs(task, _adam, runs_lr, runs_seed, steps, heldout_points=0,
-                              progress=_scaled(progress, 0.0, share, steps))
+    curves, _, _ = train_runs(
+        task,
+        _adam,
+        runs_lr,
+        runs_seed,
+        steps,
+        heldout_points=0,
+        progress=_scaled(progress, 0.0, share, steps),
+    )
     n = len(tuning)
     scores = []
     for i, lr in enumerate(learning_rates):
-        means = [summarize_curve(c)["mean_loss"] for c in curves[i * n:(i + 1) * n]]
+        means = [summarize_curve(c)["mean_loss"] for c in curves[i * n : (i + 1) * n]]
         score = float(np.mean(means)) if np.all(np.isfinite(means)) else float("inf")
         scores.append({"learning_rate": float(lr), "mean_loss": score})
     best = float(learning_rates[int(np.argmin([s["mean_loss"] for s in scores]))])
     best_lr = jnp.full((len(seeds),), best, jnp.float32)
-    curves, marks, heldout = train_runs(task, _adam, best_lr, seeds, steps, heldout_points,
-                                        _scaled(progress, share, 1.0 - share, steps))
+    curves, marks, heldout = train_runs(
+        task,
+        _adam,
+        best_lr,
+        seeds,
+        steps,
+        heldout_points,
+        _scaled(progress, share, 1.0 - share, steps),
+    )
     extra = {"learning_rate": best, "tuning_seeds": list(tuning), "sweep": scores}
-    return EvalResult("adam (tuned)", task.name, steps, tuple(int(s) for s in seeds),
-                      curves, marks, heldout, extra)
+    return EvalResult(
+        "adam (tuned)",
+        task.name,
+        steps,
+        tuple(int(s) for s in seeds),
+        curves,
+        marks,
+        heldout,
+        extra,
+    )
 
 
 def _tuning_seeds(seeds: Sequence[int], tuning_seeds: Sequence[int] | None) -> tuple[int, ...]:

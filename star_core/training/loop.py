@@ -78,8 +78,11 @@ def _save(learner: Learner, worker: EstimationWorker, state: LearnerState, out_d
     for name, est_state in zip(learner.config.tasks, worker.states, strict=True):
         tensors.update(ckpt.named_leaves(est_state, f"{ESTIMATOR_PREFIX}/{name}"))
     ckpt.save_tree(estimator_path(out_dir, state.step), tensors, {"step": state.step})
-    learner.save(state, checkpoint_path(out_dir, state.step),
-                 estimator_state_file=estimator_path(out_dir, state.step).name)
+    learner.save(
+        state,
+        checkpoint_path(out_dir, state.step),
+        estimator_state_file=estimator_path(out_dir, state.step).name,
+    )
     old = sorted((Path(out_dir) / ckpt.CHECKPOINT_DIR).glob("step_*.estimator.safetensors"))
     for path in old[:-KEEP_ESTIMATOR_STATES]:
         path.unlink(missing_ok=True)

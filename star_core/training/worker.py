@@ -34,8 +34,7 @@ class EstimationWorker:
         self.keys = run_keys(config.seed)
         lopt = config.make_optimizer()
         self.estimators = tuple(
-            make_estimator(config.make_task(name), lopt, config.estimator)
-            for name in config.tasks
+            make_estimator(config.make_task(name), lopt, config.estimator) for name in config.tasks
         )
         self.states: tuple | None = None
 

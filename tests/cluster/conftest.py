@@ -29,8 +29,9 @@ class Cluster(LocalRayCluster):
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
-    temp_root = Path(tempfile.mkdtemp(prefix="star-ray-", dir="/tmp" if Path("/tmp").is_dir()
-                                      else None))
+    temp_root = Path(
+        tempfile.mkdtemp(prefix="star-ray-", dir="/tmp" if Path("/tmp").is_dir() else None)
+    )
     cluster = Cluster(root, temp_root)
     try:
         cluster.start()

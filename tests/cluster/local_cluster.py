@@ -88,8 +88,12 @@ def clean_env(token_path: Path) -> dict[str, str]:
     """The environment of the cluster's processes: no inherited RAY_* (an outer Ray's address
     or token), token authentication with this cluster's token, CPU JAX."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path),
-               RAY_USAGE_STATS_ENABLED="0", JAX_PLATFORMS="cpu")
+    env.update(
+        RAY_AUTH_MODE="token",
+        RAY_AUTH_TOKEN_PATH=str(token_path),
+        RAY_USAGE_STATS_ENABLED="0",
+        JAX_PLATFORMS="cpu",
+    )
     return env
 
 
@@ -131,31 +135,62 @@ class LocalRayCluster:
         with os.fdopen(fd, "w") as handle:
             handle.write(secrets.token_hex(32))
         self.env = clean_env(self.token_path)
-        self._start_node("head", [
-            "--head", "--num-cpus=0", f"--port={self.port}",
-            "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={self.dashboard_port}", f"--ray-client-server-port={free_port()}",
-            f"--system-config={json.dumps(HEALTH_CHECK_CONFIG)}"])
+        self._start_node(
+            "head",
+            [
+                "--head",
+                "--num-cpus=0",
+                f"--port={self.port}",
+                "--include-dashboard=true",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={self.dashboard_port}",
+                f"--ray-client-server-port={free_port()}",
+                f"--system-config={json.dumps(HEALTH_CHECK_CONFIG)}",
+            ],
+        )
         return self
 
     def add_node(self, name: str, num_cpus: int = 1) -> None:
         """A worker node with ``num_cpus`` CPUs and one unit of the resource ``node_<name>``."""
-        self._start_node(name, [f"--address={self.address}", f"--num-cpus={num_cpus}",
-                                f"--resources={json.dumps({f'node_{name}': 1})}"])
+        self._start_node(
+            name,
+            [
+                f"--address={self.address}",
+                f"--num-cpus={num_cpus}",
+                f"--resources={json.dumps({f'node_{name}': 1})}",
+            ],
+        )
 
     def _start_node(self, name: str, args: list[str]) -> None:
         # A temp dir of its own: nodes sharing one race for socket names when they start
         # together (a raylet then aborts with "bind: Address already in use").
         temp_dir = self.temp_root / name
         temp_dir.mkdir(exist_ok=True)
-        ports = [f"--{flag}={free_port()}" for flag in (
-            "dashboard-agent-listen-port", "metrics-export-port", "runtime-env-agent-port")]
+        ports = [
+            f"--{flag}={free_port()}"
+            for flag in (
+                "dashboard-agent-listen-port",
+                "metrics-export-port",
+                "runtime-env-agent-port",
+            )
+        ]
         log = self.root / f"{name}.log"
         with open(log, "ab") as out:
             process = subprocess.Popen(
-                [str(BIN / "ray"), "start", "--block", "--disable-usage-stats",
-                 f"--temp-dir={temp_dir}", *ports, *args],
-                env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    str(BIN / "ray"),
+                    "start",
+                    "--block",
+                    "--disable-usage-stats",
+                    f"--temp-dir={temp_dir}",
+                    *ports,
+                    *args,
+                ],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.nodes[name] = Node(name, process, log)
 
     def kill_node(self, name: str) -> list[str]:
@@ -174,15 +209,17 @@ class LocalRayCluster:
     def state(self) -> Any:
         from ray.util.state.api import StateApiClient
 
-        return StateApiClient(address=f"http://127.0.0.1:{self.dashboard_port}",
-                              headers={"Authorization": f"Bearer {self.token}",
-                                       "Content-Type": "application/json"})
+        return StateApiClient(
+            address=f"http://127.0.0.1:{self.dashboard_port}",
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
 
     def list_nodes(self) -> list[Any]:
         from ray.util.state.common import ListApiOptions, StateResource
 
-        return self.state().list(StateResource.NODES, options=ListApiOptions(detail=True),
-                                 raise_on_missing_output=False)
+        return self.state().list(
+            StateResource.NODES, options=ListApiOptions(detail=True), raise_on_missing_output=False
+        )
 
     def actors(self, name: str, alive_only: bool = True) -> list[Any]:
         """The actors named ``name`` (only the ALIVE ones unless ``alive_only`` is False: a
@@ -191,8 +228,9 @@ class LocalRayCluster:
 
         filters = [("name", "=", name)] + ([("state", "=", "ALIVE")] if alive_only else [])
         options = ListApiOptions(filters=filters)
-        return self.state().list(StateResource.ACTORS, options=options,
-                                 raise_on_missing_output=False)
+        return self.state().list(
+            StateResource.ACTORS, options=options, raise_on_missing_output=False
+        )
 
     def node_ids(self) -> dict[str, str]:
         """Node name -> Ray node id of the ALIVE nodes ("head" for the head)."""
@@ -200,7 +238,7 @@ class LocalRayCluster:
         for node in self.list_nodes():
             if node.state != "ALIVE":
                 continue
-            names = [r[len("node_"):] for r in node.resources_total if r.startswith("node_")]
+            names = [r[len("node_") :] for r in node.resources_total if r.startswith("node_")]
             ids["head" if node.is_head_node else names[0]] = node.node_id
         return ids
 
@@ -214,22 +252,26 @@ class LocalRayCluster:
                 if names <= set(ids):
                     return ids
             time.sleep(0.5)
-        raise AssertionError(f"nodes {sorted(names)} did not come up in {timeout:.0f} s:\n"
-                             + "\n".join(n.log_tail() for n in self.nodes.values()))
+        raise AssertionError(
+            f"nodes {sorted(names)} did not come up in {timeout:.0f} s:\n"
+            + "\n".join(n.log_tail() for n in self.nodes.values())
+        )
 
     def wait_for_death(self, name: str, timeout: float = NODE_DEATH_TIMEOUT_S) -> float:
         """Wait until the GCS no longer lists node ``name`` as ALIVE; returns the seconds."""
         start = time.monotonic()
         while name in self.node_ids():
             if time.monotonic() - start > timeout:
-                raise AssertionError(f"the GCS still lists node {name} as ALIVE after "
-                                     f"{timeout:.0f} s")
+                raise AssertionError(
+                    f"the GCS still lists node {name} as ALIVE after {timeout:.0f} s"
+                )
             time.sleep(0.2)
         return time.monotonic() - start
 
     def _check_running(self, names: set[str]) -> None:
         for node in (self.nodes[name] for name in names | {"head"}):
             if node.process.poll() is not None:
-                raise AssertionError(f"ray start of node {node.name} exited "
-                                     f"({node.process.returncode}):\n{node.log_tail()}")
-
+                raise AssertionError(
+                    f"ray start of node {node.name} exited "
+                    f"({node.process.returncode}):\n{node.log_tail()}"
+                )

@@ -54,11 +54,24 @@ class StarServer:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> StarServer:
-        command = [str(BIN / "star"), "serve", "--ray-address", self.cluster.address,
-                   "--data-dir", str(self.data_dir), "--port", str(self.port)]
+        command = [
+            str(BIN / "star"),
+            "serve",
+            "--ray-address",
+            self.cluster.address,
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            str(self.port),
+        ]
         with open(self.log, "ab") as out:
-            self.process = subprocess.Popen(command, env=self.cluster.env, stdout=out,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                command,
+                env=self.cluster.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.channel = grpc.insecure_channel(self.address)
         self._wait_serving()
         return self
@@ -69,15 +82,19 @@ class StarServer:
         deadline = time.monotonic() + SERVE_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"star serve exited ({self.process.returncode}):\n"
-                                     + self.log_tail())
+                raise AssertionError(
+                    f"star serve exited ({self.process.returncode}):\n" + self.log_tail()
+                )
             with contextlib.suppress(grpc.RpcError):
-                if health.Check(request, timeout=2).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
+                if (
+                    health.Check(request, timeout=2).status
+                    == health_pb2.HealthCheckResponse.SERVING
+                ):
                     return
             time.sleep(0.5)
-        raise AssertionError(f"star serve did not serve in {SERVE_START_TIMEOUT_S:.0f} s:\n"
-                             + self.log_tail())
+        raise AssertionError(
+            f"star serve did not serve in {SERVE_START_TIMEOUT_S:.0f} s:\n" + self.log_tail()
+        )
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -109,12 +126,18 @@ class StarServer:
 
 
 def submit(stub, spec: job_pb2.JobSpec, request_id: str) -> job_pb2.Job:
-    return stub.SubmitJob(service_pb2.SubmitJobRequest(spec=spec, request_id=request_id),
-                          timeout=30)
+    return stub.SubmitJob(
+        service_pb2.SubmitJobRequest(spec=spec, request_id=request_id), timeout=30
+    )
 
 
-def watch(stub, job_id: str, timeout: float, after_seq: int = 0,
-          until: Callable[[job_pb2.JobEvent], bool] | None = None) -> Iterator[job_pb2.JobEvent]:
+def watch(
+    stub,
+    job_id: str,
+    timeout: float,
+    after_seq: int = 0,
+    until: Callable[[job_pb2.JobEvent], bool] | None = None,
+) -> Iterator[job_pb2.JobEvent]:
     """The job's events (after ``after_seq``) up to its terminal event, or up to the first for
     which ``until`` is true; fails the test when the stream ends without either."""
     request = service_pb2.WatchJobRequest(job_id=job_id, after_seq=after_seq)
@@ -122,8 +145,7 @@ def watch(stub, job_id: str, timeout: float, after_seq: int = 0,
         yield event
         if until is not None and until(event):
             return
-        if event.WhichOneof("event") == "state_change" and \
-                event.state_change.to_state in TERMINAL:
+        if event.WhichOneof("event") == "state_change" and event.state_change.to_state in TERMINAL:
             return
     raise AssertionError(f"the watch of {job_id} ended without a terminal event")
 

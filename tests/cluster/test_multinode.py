@@ -44,21 +44,30 @@ def actor_nodes(cluster, job_id: str, num_workers: int) -> tuple[str, list[str]]
     """(node id of the job's learner, node ids of its workers) from Ray's state API. Dead
     actors count too: a tiny job may have ended (and its actors with it) by the time we ask."""
     (learner,) = cluster.actors(learner_name(job_id), alive_only=False)
-    workers = [cluster.actors(worker_name(job_id, i), alive_only=False)
-               for i in range(num_workers)]
+    workers = [cluster.actors(worker_name(job_id, i), alive_only=False) for i in range(num_workers)]
     assert all(len(found) == 1 for found in workers), workers
     return learner.node_id, [found[0].node_id for found in workers]
 
 
 def leave_actors(cluster, names: list[str]) -> None:
-    subprocess.run([sys.executable, str(Path(__file__).with_name("leftover_actors.py")),
-                    cluster.address, *names], env=cluster.env, check=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("leftover_actors.py")),
+            cluster.address,
+            *names,
+        ],
+        env=cluster.env,
+        check=True,
+        timeout=120,
+    )
 
 
 def test_two_worker_job_runs_on_the_worker_nodes_and_checkpoints(cluster, star):
     nodes = cluster.require_worker_nodes()
-    job = submit(star.stub, tiny_spec(outer_steps=4, num_workers=2, checkpoint_interval=2),
-                 "two-workers")
+    job = submit(
+        star.stub, tiny_spec(outer_steps=4, num_workers=2, checkpoint_interval=2), "two-workers"
+    )
     events = list(watch(star.stub, job.job_id, JOB_TIMEOUT_S, until=is_metrics))
     learner_node, worker_nodes = actor_nodes(cluster, job.job_id, 2)
     events += watch(star.stub, job.job_id, JOB_TIMEOUT_S, after_seq=events[-1].seq)
@@ -73,7 +82,8 @@ def test_two_worker_job_runs_on_the_worker_nodes_and_checkpoints(cluster, star):
     assert metrics_steps(events) == [1, 2, 3, 4]
 
     checkpoints = star.stub.ListCheckpoints(
-        service_pb2.ListCheckpointsRequest(job_id=job.job_id)).checkpoints
+        service_pb2.ListCheckpointsRequest(job_id=job.job_id)
+    ).checkpoints
     assert [c.step for c in checkpoints] == [2, 4]
     data, announced = fetch_checkpoint(star.stub, checkpoints[-1].checkpoint_id)
     assert len(data) == checkpoints[-1].size_bytes
@@ -84,8 +94,9 @@ def test_two_worker_job_runs_on_the_worker_nodes_and_checkpoints(cluster, star):
 
 def test_worker_resources_place_the_workers_on_the_node_that_has_them(cluster, star):
     nodes = cluster.require_worker_nodes()
-    spec = tiny_spec(outer_steps=2, num_workers=1, checkpoint_interval=2,
-                     worker_resources={"node_a": 1})
+    spec = tiny_spec(
+        outer_steps=2, num_workers=1, checkpoint_interval=2, worker_resources={"node_a": 1}
+    )
     job = submit(star.stub, spec, "on-node-a")
     events = list(watch(star.stub, job.job_id, JOB_TIMEOUT_S, until=is_metrics))
     _, worker_nodes = actor_nodes(cluster, job.job_id, 1)
@@ -96,11 +107,15 @@ def test_worker_resources_place_the_workers_on_the_node_that_has_them(cluster, s
     assert done.state == job_pb2.JOB_STATE_SUCCEEDED, (done.error, star.log_tail())
     assert list(done.worker_nodes) == [nodes["a"]]
     assert dict(done.spec.worker_resources) == {"node_a": 1.0}
-    status = subprocess.run([str(BIN / "star"), "status", job.job_id, "--server", star.address],
-                            capture_output=True, text=True, timeout=60, env=cluster.env)
+    status = subprocess.run(
+        [str(BIN / "star"), "status", job.job_id, "--server", star.address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cluster.env,
+    )
     assert status.returncode == 0, status.stderr
-    assert re.search(rf"^workers +1 on {nodes['a']}$", status.stdout, re.MULTILINE), \
-        status.stdout
+    assert re.search(rf"^workers +1 on {nodes['a']}$", status.stdout, re.MULTILINE), status.stdout
 
 
 def test_a_worker_node_dies_mid_job_and_the_job_completes_on_the_other(cluster, star):
@@ -138,8 +153,7 @@ def test_a_worker_node_dies_mid_job_and_the_job_completes_on_the_other(cluster, 
     assert nodes[survivor] in done.worker_nodes
 
 
-def test_a_fresh_service_on_the_same_data_dir_resumes_the_jobs_of_a_dead_one(
-        cluster, tmp_path):
+def test_a_fresh_service_on_the_same_data_dir_resumes_the_jobs_of_a_dead_one(cluster, tmp_path):
     cluster.require_worker_nodes()
     data_dir = tmp_path / "data"
     first = StarServer(cluster, data_dir, tmp_path / "first.log")
@@ -147,10 +161,19 @@ def test_a_fresh_service_on_the_same_data_dir_resumes_the_jobs_of_a_dead_one(
     steps = 100  # a step takes ~10-50 ms here: the service dies while the job runs
     try:
         first.start()
-        job = submit(first.stub, tiny_spec(outer_steps=steps, num_workers=1,
-                                           checkpoint_interval=5), "survives-restart")
-        seen = list(watch(first.stub, job.job_id, JOB_TIMEOUT_S,
-                          until=lambda e: e.WhichOneof("event") == "checkpoint_written"))
+        job = submit(
+            first.stub,
+            tiny_spec(outer_steps=steps, num_workers=1, checkpoint_interval=5),
+            "survives-restart",
+        )
+        seen = list(
+            watch(
+                first.stub,
+                job.job_id,
+                JOB_TIMEOUT_S,
+                until=lambda e: e.WhichOneof("event") == "checkpoint_written",
+            )
+        )
         saved = seen[-1].checkpoint_written.checkpoint
         assert first.kill() == []  # SIGKILL mid-job: no clean stop, no last checkpoint
         # Actors holding the job's names, as a learner whose node died leaves them until the
@@ -161,13 +184,18 @@ def test_a_fresh_service_on_the_same_data_dir_resumes_the_jobs_of_a_dead_one(
         after = list(watch(second.stub, job.job_id, JOB_TIMEOUT_S, after_seq=seen[-1].seq))
         done = second.stub.GetJob(service_pb2.GetJobRequest(job_id=job.job_id))
         checkpoints = second.stub.ListCheckpoints(
-            service_pb2.ListCheckpointsRequest(job_id=job.job_id)).checkpoints
+            service_pb2.ListCheckpointsRequest(job_id=job.job_id)
+        ).checkpoints
     finally:
         first.kill()
         assert second.stop() == []
 
-    requeued = next(i for i, e in enumerate(after) if e.WhichOneof("event") == "state_change"
-                    and e.state_change.to_state == job_pb2.JOB_STATE_PENDING)
+    requeued = next(
+        i
+        for i, e in enumerate(after)
+        if e.WhichOneof("event") == "state_change"
+        and e.state_change.to_state == job_pb2.JOB_STATE_PENDING
+    )
     resumed_from = after[requeued].job.step  # the latest checkpoint when the service died
     assert resumed_from < steps, "the service was not killed while the job ran"
     assert resumed_from >= saved.step and resumed_from % 5 == 0

@@ -49,8 +49,9 @@ EVAL_SEED_OFFSET = 10_000  # evaluation noise streams, apart from the estimator'
 def _batches(task, seeds):
     """``HORIZON`` noise batches of every run, stacked to ``[HORIZON, NUM_RUNS, ...]``."""
     streams = [task.batches(EVAL_SEED_OFFSET + s) for s in seeds]
-    steps = [jax.tree.map(lambda *xs: np.stack(xs), *[next(s) for s in streams])
-             for _ in range(HORIZON)]
+    steps = [
+        jax.tree.map(lambda *xs: np.stack(xs), *[next(s) for s in streams]) for _ in range(HORIZON)
+    ]
     return jax.tree.map(lambda *xs: np.stack(xs), *steps)
 
 
@@ -79,8 +80,9 @@ def _random_steps(theta, length: float, count: int, seed: int):
 def test_one_pes_step_on_star_lowers_the_meta_loss():
     task, lopt = tasks.get("nqm", dim=8), optimizers.get("star")
     theta = lopt.init_meta_params(jax.random.key(0))
-    config = EstimatorConfig(kind="pes", sigma=0.01, truncation_length=10, horizon=HORIZON,
-                             num_pairs=NUM_PAIRS)
+    config = EstimatorConfig(
+        kind="pes", sigma=0.01, truncation_length=10, horizon=HORIZON, num_pairs=NUM_PAIRS
+    )
     estimator = make_estimator(task, lopt, config)
     state = estimator.init_state(theta, jax.random.key(1))
     grad, _, _ = estimator.estimate(theta, jax.random.key(2), state)

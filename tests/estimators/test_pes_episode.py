@@ -70,28 +70,48 @@ def _reference_pair(x0, start, eps_list, resets_list):
             masks.append(1.0)
             losses.append((loss_plus, loss_minus))
         grad /= 2 * SIGMA**2 * TRUNCATION
-        out.append((grad, steps, episode_eps.copy(), masks, np.array(losses).T,
-                    (plus.copy(), minus.copy())))
+        out.append(
+            (
+                grad,
+                steps,
+                episode_eps.copy(),
+                masks,
+                np.array(losses).T,
+                (plus.copy(), minus.copy()),
+            )
+        )
     return out
 
 
 def test_episode_end_inside_a_truncation_then_continuation():
     problem = toys.sgd_on_quadratic(H, GROUPS)
     x0 = jax.vmap(problem.init, in_axes=(None, 0))(THETA, jax.random.split(jax.random.key(9), 2))
-    state = PESState(inner=tile_signs(x0), steps=jnp.asarray(START_STEPS, jnp.int32),
-                     accumulator=jnp.zeros((NUM_PAIRS, 2)))
+    state = PESState(
+        inner=tile_signs(x0),
+        steps=jnp.asarray(START_STEPS, jnp.int32),
+        accumulator=jnp.zeros((NUM_PAIRS, 2)),
+    )
     truncations = [_inputs(1), _inputs(2)]
-    kernel = jax.jit(lambda s, e, k, r: pes_grad(problem, HORIZON, SIGMA, THETA, s, e,
-                                                 toys.zero_batches(TRUNCATION, NUM_PAIRS), k, r))
+    kernel = jax.jit(
+        lambda s, e, k, r: pes_grad(
+            problem, HORIZON, SIGMA, THETA, s, e, toys.zero_batches(TRUNCATION, NUM_PAIRS), k, r
+        )
+    )
     got = []
     for eps, keys, reset_keys, _ in truncations:
         grad, state, record = kernel(state, eps, keys, reset_keys)
         got.append((np.asarray(grad["log_lr"]), state, record))
 
     eps_np = [np.asarray(t[0], np.float64) for t in truncations]
-    reference = [_reference_pair(np.asarray(x0[j], np.float64), START_STEPS[j],
-                                 [e[j] for e in eps_np], [t[3][j] for t in truncations])
-                 for j in range(NUM_PAIRS)]
+    reference = [
+        _reference_pair(
+            np.asarray(x0[j], np.float64),
+            START_STEPS[j],
+            [e[j] for e in eps_np],
+            [t[3][j] for t in truncations],
+        )
+        for j in range(NUM_PAIRS)
+    ]
 
     # Step counters and masks, by hand (see the module docstring).
     assert [int(s) for s in got[0][1].steps] == [2, 5]
@@ -105,15 +125,17 @@ def test_episode_end_inside_a_truncation_then_continuation():
 
     for i, (grad, new_state, record) in enumerate(got):
         want = [reference[j][i] for j in range(NUM_PAIRS)]
-        np.testing.assert_allclose(grad, np.mean([w[0] for w in want], axis=0),
-                                   rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(
+            grad, np.mean([w[0] for w in want], axis=0), rtol=1e-4, atol=1e-6
+        )
         assert [int(s) for s in new_state.steps] == [w[1] for w in want]
         np.testing.assert_allclose(new_state.accumulator, [w[2] for w in want], rtol=1e-6)
         np.testing.assert_array_equal(record.masks.T, [w[3] for w in want])
         # record.losses is [K, 2P]: + members, then - members; masked iterations hold 0.
         losses = np.asarray(record.losses, np.float64)
         for j in range(NUM_PAIRS):
-            np.testing.assert_allclose([losses[:, j], losses[:, NUM_PAIRS + j]], want[j][4],
-                                       rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(
+                [losses[:, j], losses[:, NUM_PAIRS + j]], want[j][4], rtol=1e-5, atol=1e-7
+            )
             np.testing.assert_allclose(new_state.inner[j], want[j][5][0], rtol=1e-5)
             np.testing.assert_allclose(new_state.inner[NUM_PAIRS + j], want[j][5][1], rtol=1e-5)

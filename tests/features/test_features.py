@@ -45,7 +45,8 @@ def hand_features(g, p, step, factored_axes):
         row = [(1 - b) * g2.mean(axis=d0, keepdims=True) for b in B_F]
         col = [(1 - b) * g2.mean(axis=d1, keepdims=True) for b in B_F]
         pre = [
-            1 / np.sqrt(np.maximum(r / (r.mean(axis=d1, keepdims=True) + 1e-9), 1e-9))
+            1
+            / np.sqrt(np.maximum(r / (r.mean(axis=d1, keepdims=True) + 1e-9), 1e-9))
             / np.sqrt(np.maximum(c, 1e-9))
             for r, c in zip(row, col, strict=True)
         ]

@@ -57,7 +57,13 @@ def test_closed_form_matches_literal_eq7(preconditioned, random_start):
     expected = _literal_eq7_losses(alpha, P, H, phi0, sigma_xi, T, preconditioned, phi0_cov)
     with jax.enable_x64(True):
         steps = expected_step_losses(
-            alpha, P, H, phi0, sigma_xi, T, preconditioned,
+            alpha,
+            P,
+            H,
+            phi0,
+            sigma_xi,
+            T,
+            preconditioned,
             phi0_cov if random_start else None,
         )
         mean = expected_meta_loss(

@@ -44,16 +44,33 @@ def test_figure2a_variance_lower_inside_bounds_at_T100(setup):
 @pytest.mark.parametrize("estimator", ["closed_form", "sample"])
 def test_meta_train_reaches_lower_meta_loss(setup, estimator):
     problem, P0 = setup
-    config = NQMMetaTrainConfig(horizon=20, num_iterations=300, learning_rate=1e-2,
-                             estimator=estimator)
+    config = NQMMetaTrainConfig(
+        horizon=20, num_iterations=300, learning_rate=1e-2, estimator=estimator
+    )
     alpha = 0.2
     with jax.enable_x64(True):
-        result = meta_train(alpha, P0, problem.H, problem.phi0, problem.sigma_xi, config,
-                            key=jax.random.key(3), phi0_cov=problem.phi0_cov)
-        start = expected_meta_loss(alpha, P0, problem.H, problem.phi0, problem.sigma_xi, 20,
-                                   phi0_cov=problem.phi0_cov)
-        end = expected_meta_loss(alpha, result.P, problem.H, problem.phi0, problem.sigma_xi, 20,
-                                 phi0_cov=problem.phi0_cov)
+        result = meta_train(
+            alpha,
+            P0,
+            problem.H,
+            problem.phi0,
+            problem.sigma_xi,
+            config,
+            key=jax.random.key(3),
+            phi0_cov=problem.phi0_cov,
+        )
+        start = expected_meta_loss(
+            alpha, P0, problem.H, problem.phi0, problem.sigma_xi, 20, phi0_cov=problem.phi0_cov
+        )
+        end = expected_meta_loss(
+            alpha,
+            result.P,
+            problem.H,
+            problem.phi0,
+            problem.sigma_xi,
+            20,
+            phi0_cov=problem.phi0_cov,
+        )
     losses = np.asarray(result.meta_loss)
     assert losses.shape == (300,) and result.spectral_radius.shape == (300,)
     assert losses[0] == pytest.approx(float(start), rel=1e-10)  # trace starts at P0's exact loss
@@ -82,5 +99,11 @@ def test_config_validation():
         with pytest.raises(ValueError, match=f"{field} must be an integer >= 1"):
             NQMMetaTrainConfig(**{field: value})
     with pytest.raises(ValueError, match="key"):
-        meta_train(0.1, np.zeros((1, 1)), [[1.0]], [1.0], [[1.0]],
-                   NQMMetaTrainConfig(estimator="sample", num_iterations=1))
+        meta_train(
+            0.1,
+            np.zeros((1, 1)),
+            [[1.0]],
+            [1.0],
+            [[1.0]],
+            NQMMetaTrainConfig(estimator="sample", num_iterations=1),
+        )

@@ -116,9 +116,7 @@ def test_violations_of_each_condition_can_be_unstable():
         alpha = rng.uniform(0.0, top)
         margin = rng.uniform(0.05, 1.0) * top
         too_low = _symmetric_with_spectrum(rng, _draw_within(rng, n, -alpha - margin, 0.0))
-        too_high = _symmetric_with_spectrum(
-            rng, _draw_within(rng, n, -alpha, top - alpha + margin)
-        )
+        too_high = _symmetric_with_spectrum(rng, _draw_within(rng, n, -alpha, top - alpha + margin))
         assert not theorem1_holds(alpha, too_low, H)
         assert not theorem1_holds(alpha, too_high, H)
         unstable["(9)"] += _radius(alpha, too_low, H) > 1.0 + 1e-3

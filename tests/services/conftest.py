@@ -41,8 +41,7 @@ def ray_session():
     """One local Ray instance for every test of the session that needs Ray."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, namespace="star",
-             logging_level="WARNING")
+    ray.init(num_cpus=2, include_dashboard=False, namespace="star", logging_level="WARNING")
     try:
         yield ray
     finally:

@@ -20,8 +20,9 @@ JOB_TIMEOUT_S = 240.0
 
 def tiny_spec(**fields) -> job_pb2.JobSpec:
     """A quick STAR job on the noisy quadratic (PES, truncation 3, horizon 9, 2 pairs)."""
-    spec = job_pb2.JobSpec(tasks=["nqm"], outer_steps=6, num_workers=2, checkpoint_interval=3,
-                           seed=0)
+    spec = job_pb2.JobSpec(
+        tasks=["nqm"], outer_steps=6, num_workers=2, checkpoint_interval=3, seed=0
+    )
     spec.estimator.kind = "pes"
     spec.estimator.truncation_length = 3
     spec.estimator.horizon = 9
@@ -36,8 +37,9 @@ def stub(address: str, token: str | None = None) -> tuple[grpc.Channel, object]:
     return channel, service_pb2_grpc.MetaTrainingStub(channel)
 
 
-def watch(stub_, job_id: str, after_seq: int = 0,
-          timeout: float = JOB_TIMEOUT_S) -> Iterator[job_pb2.JobEvent]:
+def watch(
+    stub_, job_id: str, after_seq: int = 0, timeout: float = JOB_TIMEOUT_S
+) -> Iterator[job_pb2.JobEvent]:
     """The job's events until its terminal event (the stream ends there)."""
     request = service_pb2.WatchJobRequest(job_id=job_id, after_seq=after_seq)
     yield from stub_.WatchJob(request, timeout=timeout)

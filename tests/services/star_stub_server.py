@@ -37,8 +37,10 @@ class StubService(service_pb2_grpc.MetaTrainingServicer):
 
     def _check(self, name: str, request, context) -> None:
         self.requests.setdefault(name, []).append(request)
-        if self.token and ("authorization", f"Bearer {self.token}") not in \
-                context.invocation_metadata():
+        if (
+            self.token
+            and ("authorization", f"Bearer {self.token}") not in context.invocation_metadata()
+        ):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
         if self.unavailable_once:
             self.unavailable_once = False
@@ -57,8 +59,12 @@ class StubService(service_pb2_grpc.MetaTrainingServicer):
         self._check("SubmitJob", request, context)
         if request.spec.estimator.HasField("sigma") and request.spec.estimator.sigma <= 0:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "spec.estimator.sigma: must be > 0")
-        return job_pb2.Job(job_id="job-new", state=job_pb2.JOB_STATE_PENDING, spec=request.spec,
-                           request_id=request.request_id)
+        return job_pb2.Job(
+            job_id="job-new",
+            state=job_pb2.JOB_STATE_PENDING,
+            spec=request.spec,
+            request_id=request.request_id,
+        )
 
     def ListJobs(self, request, context):
         self._check("ListJobs", request, context)
@@ -87,8 +93,9 @@ class StubService(service_pb2_grpc.MetaTrainingServicer):
 
     def PauseSchedule(self, request, context):
         self._check("PauseSchedule", request, context)
-        return schedule_pb2.Schedule(schedule_id=request.schedule_id, cron="0 3 * * *",
-                                     timezone="UTC", paused=True)
+        return schedule_pb2.Schedule(
+            schedule_id=request.schedule_id, cron="0 3 * * *", timezone="UTC", paused=True
+        )
 
     def WatchJob(self, request, context):
         self._check("WatchJob", request, context)
@@ -105,15 +112,21 @@ class StubService(service_pb2_grpc.MetaTrainingServicer):
     def FetchCheckpoint(self, request, context):
         self._check("FetchCheckpoint", request, context)
         if request.offset > len(self.data):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"offset: {request.offset} is past the end ({len(self.data)} bytes)")
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"offset: {request.offset} is past the end ({len(self.data)} bytes)",
+            )
         cut = self.cut_fetch_after.pop(0) if self.cut_fetch_after else None
         sha = self.sha256 or hashlib.sha256(self.data).hexdigest()
         for sent, offset in enumerate(range(request.offset, len(self.data), CHUNK)):
             if sent == cut:
                 context.abort(grpc.StatusCode.UNAVAILABLE, "stream cut")
-            yield job_pb2.CheckpointChunk(data=self.data[offset:offset + CHUNK], offset=offset,
-                                          total_size=len(self.data), sha256=sha)
+            yield job_pb2.CheckpointChunk(
+                data=self.data[offset : offset + CHUNK],
+                offset=offset,
+                total_size=len(self.data),
+                sha256=sha,
+            )
 
 
 def start(tls: tuple[bytes, bytes] | None = None) -> tuple[grpc.Server, StubService, str]:

@@ -26,9 +26,13 @@ from star_core.training.config import MetaTrainConfig
 from tests.services import star_stub_server
 
 # A JobSpec in the proto's JSON form, as a user writes it.
-SPEC = {"tasks": ["nqm"], "optimizer": {"kind": "star", "constants": {"beta3": 1e-5}},
-        "estimator": {"kind": "pes", "horizon": 40, "truncation_length": 10},
-        "outer_steps": 30, "num_workers": 2}
+SPEC = {
+    "tasks": ["nqm"],
+    "optimizer": {"kind": "star", "constants": {"beta3": 1e-5}},
+    "estimator": {"kind": "pes", "horizon": 40, "truncation_length": 10},
+    "outer_steps": 30,
+    "num_workers": 2,
+}
 SPEC_YAML = """\
 tasks: [nqm]
 optimizer: {kind: star, constants: {beta3: 1.0e-5}}
@@ -40,10 +44,35 @@ outer_steps: 30
 num_workers: 2
 """
 # star train's flags, each set to a non-default value.
-TRAIN_FLAGS = ["--task", "nqm", "--optimizer", "blackbox", "--opt-arg", "beta1=0.01",
-               "--estimator", "es", "--outer-steps", "7", "--horizon", "40", "--truncation", "10",
-               "--pairs", "3", "--sigma", "0.05", "--outer-lr", "0.01", "--weight-decay", "0.5",
-               "--decay-all", "--seed", "9", "--checkpoint-interval", "3"]
+TRAIN_FLAGS = [
+    "--task",
+    "nqm",
+    "--optimizer",
+    "blackbox",
+    "--opt-arg",
+    "beta1=0.01",
+    "--estimator",
+    "es",
+    "--outer-steps",
+    "7",
+    "--horizon",
+    "40",
+    "--truncation",
+    "10",
+    "--pairs",
+    "3",
+    "--sigma",
+    "0.05",
+    "--outer-lr",
+    "0.01",
+    "--weight-decay",
+    "0.5",
+    "--decay-all",
+    "--seed",
+    "9",
+    "--checkpoint-interval",
+    "3",
+]
 
 
 def free_port() -> int:
@@ -72,8 +101,9 @@ def parse_submit(*argv: str):
     return build_parser().parse_args(["submit", *argv])
 
 
-@pytest.mark.parametrize(("name", "text"), [("spec.json", json.dumps(SPEC)),
-                                            ("spec.yaml", SPEC_YAML)])
+@pytest.mark.parametrize(
+    ("name", "text"), [("spec.json", json.dumps(SPEC)), ("spec.yaml", SPEC_YAML)]
+)
 def test_a_spec_file_in_json_or_yaml_gives_the_jobspec(tmp_path, name, text):
     (tmp_path / name).write_text(text)
     spec = spec_from_args(parse_submit(str(tmp_path / name)))
@@ -81,14 +111,17 @@ def test_a_spec_file_in_json_or_yaml_gives_the_jobspec(tmp_path, name, text):
     assert not spec.estimator.HasField("sigma")  # unset: the server's default
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("estimator: {sigmaa: 0.1}", "spec.yaml: unknown field 'estimator.sigmaa'"),
-    ("tasks: [nqm]\nworkers: 2", "spec.yaml: unknown field 'workers'"),
-    ("estimator: 3", "spec.yaml: estimator must be a mapping"),
-    ("tasks: nqm", "spec.yaml: tasks must be a list"),
-    ("- a\n- b", "spec.yaml: a JobSpec must be a mapping of field names, got list"),
-    ("outer_steps: [1", "spec.yaml: not valid YAML"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("estimator: {sigmaa: 0.1}", "spec.yaml: unknown field 'estimator.sigmaa'"),
+        ("tasks: [nqm]\nworkers: 2", "spec.yaml: unknown field 'workers'"),
+        ("estimator: 3", "spec.yaml: estimator must be a mapping"),
+        ("tasks: nqm", "spec.yaml: tasks must be a list"),
+        ("- a\n- b", "spec.yaml: a JobSpec must be a mapping of field names, got list"),
+        ("outer_steps: [1", "spec.yaml: not valid YAML"),
+    ],
+)
 def test_a_bad_spec_file_is_one_line_naming_the_field(tmp_path, capsys, text, message):
     (tmp_path / "spec.yaml").write_text(text)
     code = main(["submit", str(tmp_path / "spec.yaml"), "--server", f"127.0.0.1:{free_port()}"])
@@ -98,9 +131,21 @@ def test_a_bad_spec_file_is_one_line_naming_the_field(tmp_path, capsys, text, me
 
 
 def test_submit_flags_give_the_config_of_star_train_with_the_same_flags(tmp_path):
-    cluster = ["--workers", "3", "--gpus-per-worker", "0", "--worker-resource", "tpu_host=1",
-               "--max-staleness", "0", "--estimates-per-step", "6", "--warm-start", "ckpt-1",
-               "--evaluate"]
+    cluster = [
+        "--workers",
+        "3",
+        "--gpus-per-worker",
+        "0",
+        "--worker-resource",
+        "tpu_host=1",
+        "--max-staleness",
+        "0",
+        "--estimates-per-step",
+        "6",
+        "--warm-start",
+        "ckpt-1",
+        "--evaluate",
+    ]
     spec = spec_from_args(parse_submit(*TRAIN_FLAGS, *cluster))
     training = spec_from_proto(spec)
     train_args = build_parser().parse_args(["train", "--out", str(tmp_path), *TRAIN_FLAGS])
@@ -118,8 +163,11 @@ def test_submit_flags_give_the_config_of_star_train_with_the_same_flags(tmp_path
 def test_flags_override_the_spec_file_as_in_star_train(tmp_path):
     (tmp_path / "spec.json").write_text(json.dumps(SPEC))
     file = str(tmp_path / "spec.json")
-    same = spec_from_args(parse_submit(file, "--opt-arg", "alpha0=0.002", "--opt-arg",
-                                       "nominal=false", "--horizon", "80"))
+    same = spec_from_args(
+        parse_submit(
+            file, "--opt-arg", "alpha0=0.002", "--opt-arg", "nominal=false", "--horizon", "80"
+        )
+    )
     assert dict(same.optimizer.constants) == {"beta3": 1e-5, "alpha0": 0.002}
     assert same.optimizer.HasField("nominal") and same.optimizer.nominal is False
     assert (same.estimator.horizon, same.estimator.truncation_length) == (80, 10)
@@ -128,10 +176,13 @@ def test_flags_override_the_spec_file_as_in_star_train(tmp_path):
     assert list(other.tasks) == ["digits_mlp"]
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--opt-arg", "beta3=abc"], "--opt-arg beta3: a constant must be a number, got 'abc'"),
-    (["--outer-steps", str(2**40)], "--outer-steps: Value out of range"),
-])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--opt-arg", "beta3=abc"], "--opt-arg beta3: a constant must be a number, got 'abc'"),
+        (["--outer-steps", str(2**40)], "--outer-steps: Value out of range"),
+    ],
+)
 def test_bad_flags_are_one_line(capsys, flags, message):
     assert main(["submit", *flags, "--server", f"127.0.0.1:{free_port()}"]) == 2
     lines = capsys.readouterr().err.splitlines()
@@ -147,7 +198,8 @@ def test_no_server_is_one_line_naming_the_address_and_exit_1(capsys):
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.splitlines() == [
-        f"star: error: no STAR server at {address} (is `star serve` running?)"]
+        f"star: error: no STAR server at {address} (is `star serve` running?)"
+    ]
 
 
 def test_the_server_address_comes_from_star_server(monkeypatch, capsys):
@@ -160,11 +212,17 @@ def test_the_server_address_comes_from_star_server(monkeypatch, capsys):
 def test_the_token_is_sent_as_bearer_metadata(stub, monkeypatch, capsys):
     service, address = stub
     service.token = "s3cret"
-    service.jobs["job-1"] = job_pb2.Job(job_id="job-1", state=job_pb2.JOB_STATE_RUNNING, step=4,
-                                        spec=job_pb2.JobSpec(outer_steps=10), device="cpu")
+    service.jobs["job-1"] = job_pb2.Job(
+        job_id="job-1",
+        state=job_pb2.JOB_STATE_RUNNING,
+        step=4,
+        spec=job_pb2.JobSpec(outer_steps=10),
+        device="cpu",
+    )
     assert main(["status", "job-1", "--server", address, "--token", "wrong"]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"star: error: {address} refused the call: missing or wrong token (--token or STAR_TOKEN)"]
+        f"star: error: {address} refused the call: missing or wrong token (--token or STAR_TOKEN)"
+    ]
     monkeypatch.setenv("STAR_TOKEN", "s3cret")
     assert main(["status", "job-1", "--server", address]) == 0
     out = capsys.readouterr().out
@@ -179,10 +237,29 @@ def certificate(tmp_path_factory):
         pytest.skip("needs the openssl command")
     folder = tmp_path_factory.mktemp("tls")
     key, cert = folder / "key.pem", folder / "cert.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
-                    "-out", cert, "-days", "1", "-subj", "/CN=star.test",
-                    "-addext", "subjectAltName=DNS:star.test"],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            cert,
+            "-days",
+            "1",
+            "-subj",
+            "/CN=star.test",
+            "-addext",
+            "subjectAltName=DNS:star.test",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return key, cert
 
 
@@ -191,8 +268,21 @@ def test_tls_with_the_given_ca_and_server_name(certificate, monkeypatch, capsys)
     server, service, address = star_stub_server.start((key.read_bytes(), cert.read_bytes()))
     try:
         service.jobs["job-1"] = job_pb2.Job(job_id="job-1", state=job_pb2.JOB_STATE_PENDING)
-        assert main(["status", "job-1", "--server", address, "--tls-ca", str(cert),
-                     "--tls-server-name", "star.test"]) == 0
+        assert (
+            main(
+                [
+                    "status",
+                    "job-1",
+                    "--server",
+                    address,
+                    "--tls-ca",
+                    str(cert),
+                    "--tls-server-name",
+                    "star.test",
+                ]
+            )
+            == 0
+        )
         assert re.search(r"^state +PENDING$", capsys.readouterr().out, re.M)
         assert main(["status", "job-1", "--server", address, "--tls-ca", str(cert)]) == 1
         (line,) = error_lines(capsys)
@@ -200,7 +290,8 @@ def test_tls_with_the_given_ca_and_server_name(certificate, monkeypatch, capsys)
         assert line.endswith("(give --tls-server-name NAME when the certificate is not for HOST)")
         assert main(["status", "job-1", "--server", address]) == 1
         assert error_lines(capsys) == [
-            f"star: error: {address} closed the connection (if it serves TLS, give --tls-ca)"]
+            f"star: error: {address} closed the connection (if it serves TLS, give --tls-ca)"
+        ]
         monkeypatch.setenv("STAR_TLS_CA", str(cert))
         monkeypatch.setenv("STAR_TLS_SERVER_NAME", "star.test")
         assert main(["status", "job-1", "--server", address]) == 0
@@ -223,8 +314,7 @@ def test_submit_sends_the_spec_with_one_request_id_across_retries(stub, tmp_path
     service, address = stub
     (tmp_path / "spec.yaml").write_text(SPEC_YAML)
     service.unavailable_once = True  # the first try fails; gRPC retries it
-    assert main(["submit", str(tmp_path / "spec.yaml"), "--workers", "3",
-                 "--server", address]) == 0
+    assert main(["submit", str(tmp_path / "spec.yaml"), "--workers", "3", "--server", address]) == 0
     assert capsys.readouterr().out == "job-new\n"
     first, second = service.requests["SubmitJob"]
     assert first == second and re.fullmatch(r"[0-9a-f]{32}", first.request_id)
@@ -238,18 +328,22 @@ def test_jobs_follows_page_tokens_up_to_the_limit(stub, capsys):
     service, address = stub
     for i in range(7):
         state = job_pb2.JOB_STATE_RUNNING if i % 2 else job_pb2.JOB_STATE_SUCCEEDED
-        service.jobs[f"job-{i}"] = job_pb2.Job(job_id=f"job-{i}", state=state, step=i,
-                                               kind=job_pb2.JOB_KIND_TRAINING)
+        service.jobs[f"job-{i}"] = job_pb2.Job(
+            job_id=f"job-{i}", state=state, step=i, kind=job_pb2.JOB_KIND_TRAINING
+        )
     assert main(["jobs", "--limit", "5", "--server", address]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["JOB", "KIND", "STATE", "STEP", "DEVICE", "META-LOSS", "CREATED"]
     assert [line.split()[0] for line in lines[1:]] == [f"job-{i}" for i in range(5)]
-    assert [(r.page_size, r.page_token) for r in service.requests["ListJobs"]] == [(5, ""),
-                                                                                  (2, "3")]
+    assert [(r.page_size, r.page_token) for r in service.requests["ListJobs"]] == [
+        (5, ""),
+        (2, "3"),
+    ]
     assert main(["jobs", "--state", "RUNNING", "--server", address]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:3] for line in lines[1:]] == [
-        [f"job-{i}", "training", "RUNNING"] for i in (1, 3, 5)]
+        [f"job-{i}", "training", "RUNNING"] for i in (1, 3, 5)
+    ]
     assert list(service.requests["ListJobs"][-1].states) == [job_pb2.JOB_STATE_RUNNING]
 
 
@@ -323,14 +417,17 @@ def test_fetch_deletes_a_download_whose_sha256_differs(checkpoint, tmp_path, cap
     assert main(["fetch", "ckpt-1", "--out", str(out), "--server", address]) == 1
     (line,) = capsys.readouterr().err.splitlines()
     sha = hashlib.sha256(service.data).hexdigest()
-    assert line == (f"star: error: ckpt-1: got 5000 bytes with sha256 {sha}, the server announced"
-                    f" 5000 bytes with sha256 {'0' * 64}; deleted {fetch.part_path(out)},"
-                    " run again")
+    assert line == (
+        f"star: error: ckpt-1: got 5000 bytes with sha256 {sha}, the server announced"
+        f" 5000 bytes with sha256 {'0' * 64}; deleted {fetch.part_path(out)},"
+        " run again"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
-def test_fetch_gives_up_after_repeated_cuts_and_keeps_the_part(checkpoint, tmp_path, capsys,
-                                                               monkeypatch):
+def test_fetch_gives_up_after_repeated_cuts_and_keeps_the_part(
+    checkpoint, tmp_path, capsys, monkeypatch
+):
     service, address = checkpoint
     monkeypatch.setattr(fetch, "FETCH_ATTEMPTS", 2)
     service.cut_fetch_after = [1] + [0] * 100  # 1 chunk, then nothing more ever
@@ -338,7 +435,8 @@ def test_fetch_gives_up_after_repeated_cuts_and_keeps_the_part(checkpoint, tmp_p
     assert main(["fetch", "ckpt-1", "--out", str(out), "--server", address]) == 1
     assert error_lines(capsys) == [
         f"star: error: ckpt-1: download failed at byte 1024: UNAVAILABLE: stream cut"
-        f" (run again to resume from {fetch.part_path(out)})"]
+        f" (run again to resume from {fetch.part_path(out)})"
+    ]
     assert fetch.part_path(out).read_bytes() == service.data[:1024] and not out.exists()
     # 1 + FETCH_ATTEMPTS + 1 tries (gRPC itself retries a stream cut before its first chunk)
     assert offsets(service)[0] == 0 and set(offsets(service)[1:]) == {1024}
@@ -358,19 +456,45 @@ def job_events(job_id: str, final: int, error: str = "") -> list[job_pb2.JobEven
         job = job_pb2.Job(job_id=job_id, state=state, step=step, spec=spec, error=error)
         return job_pb2.JobEvent(job=job, seq=seq, **what)
 
-    metrics = [job_pb2.MetricsUpdate(step=s, metrics=job_pb2.JobMetrics(
-        meta_loss=0.5 / s, inner_steps_per_second=100.0 * s)) for s in (1, 2)]
+    metrics = [
+        job_pb2.MetricsUpdate(
+            step=s, metrics=job_pb2.JobMetrics(meta_loss=0.5 / s, inner_steps_per_second=100.0 * s)
+        )
+        for s in (1, 2)
+    ]
     return [
-        event(1, 0, running, state_change=job_pb2.StateChange(
-            from_state=job_pb2.JOB_STATE_PENDING, to_state=running, reason="placed")),
+        event(
+            1,
+            0,
+            running,
+            state_change=job_pb2.StateChange(
+                from_state=job_pb2.JOB_STATE_PENDING, to_state=running, reason="placed"
+            ),
+        ),
         event(2, 1, running, metrics=metrics[0]),
-        event(3, 1, running, log=job_pb2.LogMessage(level=job_pb2.LOG_LEVEL_WARNING,
-                                                    message="worker 1 restarted")),
-        event(4, 1, running, checkpoint_written=job_pb2.CheckpointWritten(
-            checkpoint=job_pb2.Checkpoint(checkpoint_id="ckpt-a", step=1))),
+        event(
+            3,
+            1,
+            running,
+            log=job_pb2.LogMessage(level=job_pb2.LOG_LEVEL_WARNING, message="worker 1 restarted"),
+        ),
+        event(
+            4,
+            1,
+            running,
+            checkpoint_written=job_pb2.CheckpointWritten(
+                checkpoint=job_pb2.Checkpoint(checkpoint_id="ckpt-a", step=1)
+            ),
+        ),
         event(5, 2, running, metrics=metrics[1]),
-        event(6, 2, done, state_change=job_pb2.StateChange(from_state=running, to_state=done,
-                                                           reason=error or "all steps done")),
+        event(
+            6,
+            2,
+            done,
+            state_change=job_pb2.StateChange(
+                from_state=running, to_state=done, reason=error or "all steps done"
+            ),
+        ),
     ]
 
 
@@ -378,8 +502,10 @@ def job_events(job_id: str, final: int, error: str = "") -> list[job_pb2.JobEven
 def watched(stub, monkeypatch):
     service, address = stub
     monkeypatch.setattr(watch, "RECONNECT_BACKOFF_S", 0.0)
-    for job_id, final, error in (("job-ok", job_pb2.JOB_STATE_SUCCEEDED, ""),
-                                 ("job-bad", job_pb2.JOB_STATE_FAILED, "estimates all NaN")):
+    for job_id, final, error in (
+        ("job-ok", job_pb2.JOB_STATE_SUCCEEDED, ""),
+        ("job-bad", job_pb2.JOB_STATE_FAILED, "estimates all NaN"),
+    ):
         service.events[job_id] = job_events(job_id, final, error)
         service.jobs[job_id] = service.events[job_id][-1].job
     return service, address
@@ -390,8 +516,13 @@ def test_watch_shows_every_event_once_across_a_cut_and_exits_0(watched, capsys):
     service.cut_watch_after = [3]
     assert main(["watch", "job-ok", "--server", address]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out == ["RUNNING (placed)", "warning: worker 1 restarted", "checkpoint ckpt-a at step 1",
-                   "SUCCEEDED (all steps done)", "job-ok succeeded at step 2"]
+    assert out == [
+        "RUNNING (placed)",
+        "warning: worker 1 restarted",
+        "checkpoint ckpt-a at step 1",
+        "SUCCEEDED (all steps done)",
+        "job-ok succeeded at step 2",
+    ]
     assert [r.after_seq for r in service.requests["WatchJob"]] == [0, 3]
 
 
@@ -408,7 +539,8 @@ def test_a_stream_that_keeps_ending_before_the_job_is_an_error(watched, capsys, 
     assert main(["watch", "job-ok", "--server", address]) == 1
     assert error_lines(capsys) == [
         "star: error: lost the events of job-ok after seq 5: the stream ended before the job did"
-        " (2 reconnections failed)"]
+        " (2 reconnections failed)"
+    ]
     assert [r.after_seq for r in service.requests["WatchJob"]] == [0, 5, 5]
 
 
@@ -427,16 +559,38 @@ def test_submit_watch_follows_the_new_job(watched, capsys):
 def test_schedule_add_sends_the_template_built_like_submit(stub, tmp_path, capsys):
     service, address = stub
     (tmp_path / "spec.yaml").write_text(SPEC_YAML)
-    assert main(["schedule", "add", str(tmp_path / "spec.yaml"), "--outer-steps", "50",
-                 "--cron", "0 3 * * *", "--timezone", "Europe/Zurich", "--overlap", "queue",
-                 "--warm-start-from-previous", "--server", address]) == 0
+    assert (
+        main(
+            [
+                "schedule",
+                "add",
+                str(tmp_path / "spec.yaml"),
+                "--outer-steps",
+                "50",
+                "--cron",
+                "0 3 * * *",
+                "--timezone",
+                "Europe/Zurich",
+                "--overlap",
+                "queue",
+                "--warm-start-from-previous",
+                "--server",
+                address,
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == (
-        "sched-1: 0 3 * * * (Europe/Zurich), next 2030-01-01 03:00:00Z\n")
+        "sched-1: 0 3 * * * (Europe/Zurich), next 2030-01-01 03:00:00Z\n"
+    )
     (request,) = service.requests["CreateSchedule"]
     assert request.schedule == schedule_pb2.Schedule(
-        cron="0 3 * * *", timezone="Europe/Zurich",
+        cron="0 3 * * *",
+        timezone="Europe/Zurich",
         template=json_format.ParseDict({**SPEC, "outer_steps": 50}, job_pb2.JobSpec()),
-        overlap_policy=schedule_pb2.OVERLAP_POLICY_QUEUE, warm_start_from_previous=True)
+        overlap_policy=schedule_pb2.OVERLAP_POLICY_QUEUE,
+        warm_start_from_previous=True,
+    )
     assert re.fullmatch(r"[0-9a-f]{32}", request.request_id)
     assert main(["schedule", "pause", "sched-1", "--server", address]) == 0
     assert capsys.readouterr().out == "sched-1: 0 3 * * * (UTC), paused\n"
@@ -444,22 +598,49 @@ def test_schedule_add_sends_the_template_built_like_submit(stub, tmp_path, capsy
 
 def test_evaluate_watch_prints_the_summaries(watched, capsys):
     service, address = watched
-    summaries = [job_pb2.EvaluationSummary(label=label, task="nqm", steps=100, seeds=[0, 1, 2],
-                                           initial_loss=1.0, final_loss=final, mean_loss=mean,
-                                           diverged=diverged)
-                 for label, final, mean, diverged in (("checkpoint", 0.125, 0.25, 0),
-                                                      ("adam", 0.5, 0.75, 1))]
+    summaries = [
+        job_pb2.EvaluationSummary(
+            label=label,
+            task="nqm",
+            steps=100,
+            seeds=[0, 1, 2],
+            initial_loss=1.0,
+            final_loss=final,
+            mean_loss=mean,
+            diverged=diverged,
+        )
+        for label, final, mean, diverged in (("checkpoint", 0.125, 0.25, 0), ("adam", 0.5, 0.75, 1))
+    ]
     service.events["job-eval"] = job_events("job-eval", job_pb2.JOB_STATE_SUCCEEDED)
-    service.jobs["job-eval"] = job_pb2.Job(job_id="job-eval", state=job_pb2.JOB_STATE_SUCCEEDED,
-                                           evaluation=summaries)
-    assert main(["evaluate", "ckpt-1", "--steps", "100", "--baseline", "adam", "--watch",
-                 "--server", address]) == 0
+    service.jobs["job-eval"] = job_pb2.Job(
+        job_id="job-eval", state=job_pb2.JOB_STATE_SUCCEEDED, evaluation=summaries
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "ckpt-1",
+                "--steps",
+                "100",
+                "--baseline",
+                "adam",
+                "--watch",
+                "--server",
+                address,
+            ]
+        )
+        == 0
+    )
     (request,) = service.requests["Evaluate"]
-    assert (request.checkpoint_id, request.steps, list(request.baselines)) == ("ckpt-1", 100,
-                                                                               ["adam"])
+    assert (request.checkpoint_id, request.steps, list(request.baselines)) == (
+        "ckpt-1",
+        100,
+        ["adam"],
+    )
     assert not request.HasField("seeds") and request.task == ""
     table = [line.split() for line in capsys.readouterr().out.splitlines()[-3:]]
-    assert table == [["OPTIMIZER", "TASK", "STEPS", "SEEDS", "INITIAL", "FINAL", "MEAN",
-                      "DIVERGED"],
-                     ["checkpoint", "nqm", "100", "3", "1", "0.125", "0.25", "0/3"],
-                     ["adam", "nqm", "100", "3", "1", "0.5", "0.75", "1/3"]]
+    assert table == [
+        ["OPTIMIZER", "TASK", "STEPS", "SEEDS", "INITIAL", "FINAL", "MEAN", "DIVERGED"],
+        ["checkpoint", "nqm", "100", "3", "1", "0.125", "0.25", "0/3"],
+        ["adam", "nqm", "100", "3", "1", "0.5", "0.75", "1/3"],
+    ]

@@ -37,8 +37,11 @@ def test_the_generator_covers_every_case_and_200_distinct_specs():
     assert len({s.SerializeToString(deterministic=True) for _, s, _ in MALFORMED_SPECS}) == 200
 
 
-@pytest.mark.parametrize(("description", "spec", "field"), MALFORMED_SPECS,
-                         ids=[f"{i}-{d}" for i, (d, _, _) in enumerate(MALFORMED_SPECS)])
+@pytest.mark.parametrize(
+    ("description", "spec", "field"),
+    MALFORMED_SPECS,
+    ids=[f"{i}-{d}" for i, (d, _, _) in enumerate(MALFORMED_SPECS)],
+)
 def test_malformed_spec_names_its_field(description, spec, field):
     with pytest.raises(ConfigError) as err:
         convert.submit_request(service_pb2.SubmitJobRequest(spec=spec, request_id="r"))
@@ -57,8 +60,9 @@ def test_an_empty_spec_takes_the_library_defaults():
     submission = convert.submit_request(service_pb2.SubmitJobRequest(request_id="r-1"))
     spec = submission.spec
     assert spec.config == dataclasses.replace(
-        MetaTrainConfig(), optimizer_config=dataclasses.asdict(MetaTrainConfig().make_optimizer()
-                                                               .config))
+        MetaTrainConfig(),
+        optimizer_config=dataclasses.asdict(MetaTrainConfig().make_optimizer().config),
+    )
     assert spec.distributed == DistributedConfig(estimates_per_step=2)
     assert (spec.warm_start_checkpoint_id, spec.evaluation) == ("", None)
     assert submission.request_id == "r-1"
@@ -69,9 +73,13 @@ def test_an_empty_spec_takes_the_library_defaults():
 
 
 def test_zero_is_a_value_where_zero_is_legal():
-    spec = job_pb2.JobSpec(max_staleness=0, seed=0, gpus_per_worker=0.0,
-                           outer=job_pb2.OuterSpec(weight_decay=0.0, decay_all=False),
-                           optimizer=job_pb2.OptimizerSpec(constants={"beta3": 0.0}))
+    spec = job_pb2.JobSpec(
+        max_staleness=0,
+        seed=0,
+        gpus_per_worker=0.0,
+        outer=job_pb2.OuterSpec(weight_decay=0.0, decay_all=False),
+        optimizer=job_pb2.OptimizerSpec(constants={"beta3": 0.0}),
+    )
     training = convert.spec_from_proto(spec)
     assert training.distributed.max_staleness == 0
     assert training.distributed.gpus_per_worker == 0.0
@@ -82,14 +90,25 @@ def test_zero_is_a_value_where_zero_is_legal():
 def test_a_full_spec_converts_field_by_field():
     spec = job_pb2.JobSpec(
         tasks=["digits_mlp", "digits_cnn"],
-        optimizer=job_pb2.OptimizerSpec(kind="star", constants={"beta3": 1e-5, "alpha0": 2e-3},
-                                        nominal_direction="adam", nominal=True,
-                                        precondition_blackbox=False),
-        estimator=job_pb2.EstimatorSpec(kind="es", sigma=0.02, truncation_length=20,
-                                        horizon=400, num_pairs=4),
+        optimizer=job_pb2.OptimizerSpec(
+            kind="star",
+            constants={"beta3": 1e-5, "alpha0": 2e-3},
+            nominal_direction="adam",
+            nominal=True,
+            precondition_blackbox=False,
+        ),
+        estimator=job_pb2.EstimatorSpec(
+            kind="es", sigma=0.02, truncation_length=20, horizon=400, num_pairs=4
+        ),
         outer=job_pb2.OuterSpec(learning_rate=1e-3, clip=1.0, weight_decay=0.5, decay_all=True),
-        outer_steps=50, num_workers=3, gpus_per_worker=0.5, worker_resources={"accel": 1.0},
-        max_staleness=2, estimates_per_step=6, checkpoint_interval=10, seed=7,
+        outer_steps=50,
+        num_workers=3,
+        gpus_per_worker=0.5,
+        worker_resources={"accel": 1.0},
+        max_staleness=2,
+        estimates_per_step=6,
+        checkpoint_interval=10,
+        seed=7,
         warm_start_checkpoint_id="ckpt-0123456789abcdef",
         evaluation=job_pb2.EvaluationSpec(seeds=2, baselines=["adam-tuned"]),
     )
@@ -97,11 +116,21 @@ def test_a_full_spec_converts_field_by_field():
     config = training.config
     assert config.tasks == ("digits_mlp", "digits_cnn") and config.optimizer == "star"
     assert config.optimizer_config == {
-        "alpha0": 2e-3, "beta2": 1e-3, "beta3": 1e-5, "beta4": 1e-3,
-        "nominal_direction": "adam", "nominal": True, "precondition_blackbox": False}
+        "alpha0": 2e-3,
+        "beta2": 1e-3,
+        "beta3": 1e-5,
+        "beta4": 1e-3,
+        "nominal_direction": "adam",
+        "nominal": True,
+        "precondition_blackbox": False,
+    }
     assert config.estimator == EstimatorConfig("es", 0.02, 20, 400, 4)
-    assert (config.outer_learning_rate, config.clip, config.outer_weight_decay,
-            config.decay_all) == (1e-3, 1.0, 0.5, True)
+    assert (
+        config.outer_learning_rate,
+        config.clip,
+        config.outer_weight_decay,
+        config.decay_all,
+    ) == (1e-3, 1.0, 0.5, True)
     assert (config.outer_steps, config.checkpoint_interval, config.seed) == (50, 10, 7)
     assert training.distributed == DistributedConfig(3, 0.5, {"accel": 1.0}, 2, 6)
     assert training.warm_start_checkpoint_id == "ckpt-0123456789abcdef"
@@ -124,12 +153,19 @@ def test_spec_round_trips(index):
 
 
 def test_round_trip_from_a_config():
-    config = MetaTrainConfig(tasks=("digits_mlp",), optimizer="blackbox",
-                             optimizer_config={"beta1": 5e-4}, outer_steps=30, seed=3)
+    config = MetaTrainConfig(
+        tasks=("digits_mlp",),
+        optimizer="blackbox",
+        optimizer_config={"beta1": 5e-4},
+        outer_steps=30,
+        seed=3,
+    )
     training = TrainingSpec(config, DistributedConfig(num_workers=4, gpus_per_worker=1.0))
     back = convert.spec_from_proto(convert.spec_to_proto(training))
-    assert back.config.to_dict() == {**config.to_dict(),
-                                     "optimizer_config": {"beta1": 5e-4, "beta2": 1e-3}}
+    assert back.config.to_dict() == {
+        **config.to_dict(),
+        "optimizer_config": {"beta1": 5e-4, "beta2": 1e-3},
+    }
     assert back.distributed == DistributedConfig(4, 1.0, {}, 1, 4)
     with pytest.raises(ValueError, match="task_args"):
         convert.spec_to_proto(TrainingSpec(MetaTrainConfig(task_args={"digits_mlp": {}})))
@@ -180,8 +216,9 @@ def test_plain_value_error_messages_map_by_prefix(message, path):
 
 
 def test_evaluate_request():
-    request = service_pb2.EvaluateRequest(checkpoint_id="ckpt-00aa", seeds=2,
-                                          baselines=["adam"], request_id="e-1")
+    request = service_pb2.EvaluateRequest(
+        checkpoint_id="ckpt-00aa", seeds=2, baselines=["adam"], request_id="e-1"
+    )
     submission = convert.evaluate_request(request)
     assert submission.spec.checkpoint_id == "ckpt-00aa"
     assert submission.spec.evaluation == EvaluationConfig("", None, 2, ("adam",))
@@ -200,21 +237,26 @@ def test_evaluate_request():
 
 
 def test_schedule_request_and_state_filter():
-    schedule = schedule_pb2.Schedule(cron="0 3 * * *", template=job_pb2.JobSpec(seed=4),
-                                     overlap_policy=schedule_pb2.OVERLAP_POLICY_QUEUE)
+    schedule = schedule_pb2.Schedule(
+        cron="0 3 * * *",
+        template=job_pb2.JobSpec(seed=4),
+        overlap_policy=schedule_pb2.OVERLAP_POLICY_QUEUE,
+    )
     submission = convert.schedule_request(service_pb2.CreateScheduleRequest(schedule=schedule))
     assert (submission.timezone, submission.overlap_policy) == ("UTC", OverlapPolicy.QUEUE)
     assert submission.template.config.seed == 4
-    bad = schedule_pb2.Schedule(cron="0 3 * * *",
-                                template=job_pb2.JobSpec(estimator={"sigma": -1.0}))
+    bad = schedule_pb2.Schedule(
+        cron="0 3 * * *", template=job_pb2.JobSpec(estimator={"sigma": -1.0})
+    )
     with pytest.raises(ConfigError) as err:
         convert.schedule_request(service_pb2.CreateScheduleRequest(schedule=bad))
     assert err.value.field == "schedule.template.estimator.sigma"
     with pytest.raises(ConfigError) as err:
         convert.schedule_request(service_pb2.CreateScheduleRequest(schedule={"cron": " "}))
     assert err.value.field == "schedule.cron"
-    request = service_pb2.ListJobsRequest(states=[job_pb2.JOB_STATE_RUNNING,
-                                                  job_pb2.JOB_STATE_CANCELLING])
+    request = service_pb2.ListJobsRequest(
+        states=[job_pb2.JOB_STATE_RUNNING, job_pb2.JOB_STATE_CANCELLING]
+    )
     assert convert.states_filter(request) == [JobState.RUNNING, JobState.CANCELLING]
     with pytest.raises(ConfigError) as err:
         convert.states_filter(service_pb2.ListJobsRequest(states=[2, 0]))
@@ -230,13 +272,17 @@ def test_states_map_both_ways():
 
 
 def _job_through_the_store(store, tmp_path):
-    submission = convert.submit_request(service_pb2.SubmitJobRequest(spec={"seed": 5},
-                                                                     request_id="q"))
+    submission = convert.submit_request(
+        service_pb2.SubmitJobRequest(spec={"seed": 5}, request_id="q")
+    )
     job, _ = store.create_job(submission.spec_json, request_id="q")
     store.transition(job.job_id, JobState.RUNNING, "placed")
     store.set_placement(job.job_id, "gpu", ["node-1", "node-2"])
-    store.update_progress(job.job_id, 4, {"meta_loss": 0.25, "dropped_estimates": 2,
-                                          "inner_steps_per_second": 1e4, "custom": 1.5})
+    store.update_progress(
+        job.job_id,
+        4,
+        {"meta_loss": 0.25, "dropped_estimates": 2, "inner_steps_per_second": 1e4, "custom": 1.5},
+    )
     files = CheckpointStore(tmp_path / "ckpt")
     record = store.add_checkpoint(job.job_id, 4, *files.write(job.job_id, 4, b"abc"))
     store.log(job.job_id, "WARNING", "fell back to CPU")
@@ -260,7 +306,12 @@ def test_records_to_protos(store, tmp_path, clock):
     events = [convert.event_to_proto(e) for e in store.events_after(job.job_id)]
     assert [e.seq for e in events] == [1, 2, 3, 4, 5]
     assert [e.WhichOneof("event") for e in events] == [
-        "state_change", "state_change", "metrics", "checkpoint_written", "log"]
+        "state_change",
+        "state_change",
+        "metrics",
+        "checkpoint_written",
+        "log",
+    ]
     assert events[0].state_change.from_state == job_pb2.JOB_STATE_UNSPECIFIED
     assert events[0].job.state == job_pb2.JOB_STATE_PENDING
     assert events[1].state_change.to_state == job_pb2.JOB_STATE_RUNNING
@@ -285,15 +336,23 @@ def test_evaluation_job_and_schedule_protos(store):
     assert proto.evaluation_spec.checkpoint_id == "ckpt-1" and not proto.HasField("spec")
     (evaluation,) = proto.evaluation
     assert (evaluation.label, evaluation.task, list(evaluation.seeds)) == (
-        "checkpoint", "digits_mlp", [0, 1])
+        "checkpoint",
+        "digits_mlp",
+        [0, 1],
+    )
     assert math.isnan(evaluation.curve[1]) and evaluation.curve[2] == 0.375
     assert evaluation.diverged == 1 and not evaluation.HasField("mean_loss")
 
     template = convert.submit_request(service_pb2.SubmitJobRequest()).spec_json
     fire = datetime(2030, 1, 2, 3, 0, tzinfo=UTC)
-    schedule, _ = store.create_schedule("0 3 * * *", "Europe/Zurich", template,
-                                        OverlapPolicy.CANCEL_PREVIOUS, next_fire_time=fire,
-                                        warm_start_from_previous=True)
+    schedule, _ = store.create_schedule(
+        "0 3 * * *",
+        "Europe/Zurich",
+        template,
+        OverlapPolicy.CANCEL_PREVIOUS,
+        next_fire_time=fire,
+        warm_start_from_previous=True,
+    )
     proto = convert.schedule_to_proto(schedule)
     assert (proto.cron, proto.timezone, proto.paused) == ("0 3 * * *", "Europe/Zurich", False)
     assert proto.overlap_policy == schedule_pb2.OVERLAP_POLICY_CANCEL_PREVIOUS

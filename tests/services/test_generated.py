@@ -81,22 +81,60 @@ def _fields(message) -> set[str]:
 @pytest.mark.parametrize(
     ("message", "fields"),
     [
-        (job_pb2.Job, {"job_id", "state", "step", "spec", "error", "device", "create_time",
-                       "update_time", "metrics", "worker_nodes", "kind", "schedule_id"}),
+        (
+            job_pb2.Job,
+            {
+                "job_id",
+                "state",
+                "step",
+                "spec",
+                "error",
+                "device",
+                "create_time",
+                "update_time",
+                "metrics",
+                "worker_nodes",
+                "kind",
+                "schedule_id",
+            },
+        ),
         (job_pb2.Checkpoint, {"checkpoint_id", "job_id", "step", "size_bytes", "sha256"}),
         (job_pb2.CheckpointChunk, {"data", "offset", "total_size", "sha256"}),
         (job_pb2.JobEvent, {"job", "seq", "state_change", "metrics", "checkpoint_written", "log"}),
-        (job_pb2.JobSpec, {"tasks", "optimizer", "estimator", "outer", "outer_steps",
-                           "num_workers", "gpus_per_worker", "checkpoint_interval", "seed",
-                           "warm_start_checkpoint_id", "evaluation"}),
+        (
+            job_pb2.JobSpec,
+            {
+                "tasks",
+                "optimizer",
+                "estimator",
+                "outer",
+                "outer_steps",
+                "num_workers",
+                "gpus_per_worker",
+                "checkpoint_interval",
+                "seed",
+                "warm_start_checkpoint_id",
+                "evaluation",
+            },
+        ),
         (job_pb2.EstimatorSpec, {"kind", "sigma", "truncation_length", "horizon", "num_pairs"}),
         (job_pb2.OuterSpec, {"learning_rate", "clip", "weight_decay"}),
         (service_pb2.SubmitJobRequest, {"spec", "request_id"}),
         (service_pb2.ListJobsRequest, {"states", "page_size", "page_token"}),
         (service_pb2.WatchJobRequest, {"job_id", "from_step", "after_seq"}),
         (service_pb2.FetchCheckpointRequest, {"checkpoint_id", "offset"}),
-        (schedule_pb2.Schedule, {"schedule_id", "cron", "timezone", "template",
-                                 "overlap_policy", "paused", "next_fire_time"}),
+        (
+            schedule_pb2.Schedule,
+            {
+                "schedule_id",
+                "cron",
+                "timezone",
+                "template",
+                "overlap_policy",
+                "paused",
+                "next_fire_time",
+            },
+        ),
     ],
 )
 def test_messages_have_the_contract_fields(message, fields):
@@ -105,8 +143,14 @@ def test_messages_have_the_contract_fields(message, fields):
 
 def test_job_states_are_the_contract_names():
     names = set(job_pb2.JobState.keys())
-    assert {"JOB_STATE_UNSPECIFIED", "JOB_STATE_PENDING", "JOB_STATE_RUNNING",
-            "JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"} <= names
+    assert {
+        "JOB_STATE_UNSPECIFIED",
+        "JOB_STATE_PENDING",
+        "JOB_STATE_RUNNING",
+        "JOB_STATE_SUCCEEDED",
+        "JOB_STATE_FAILED",
+        "JOB_STATE_CANCELLED",
+    } <= names
     assert "JOB_STATE_CANCELLING" in names
 
 

@@ -37,10 +37,21 @@ class StoreJobs:
         self.max_jobs = max_jobs
         self.cancelled: list[str] = []
 
-    async def submit_spec_json(self, spec_json: str, *, request_id: str = "",
-                               schedule_id: str = "", fire_time: datetime | None = None) -> Job:
-        job, _ = self.store.create_job(spec_json, request_id=request_id, schedule_id=schedule_id,
-                                       fire_time=fire_time, max_active=self.max_jobs)
+    async def submit_spec_json(
+        self,
+        spec_json: str,
+        *,
+        request_id: str = "",
+        schedule_id: str = "",
+        fire_time: datetime | None = None,
+    ) -> Job:
+        job, _ = self.store.create_job(
+            spec_json,
+            request_id=request_id,
+            schedule_id=schedule_id,
+            fire_time=fire_time,
+            max_active=self.max_jobs,
+        )
         return job
 
     async def cancel(self, job_id: str) -> Job:
@@ -48,15 +59,28 @@ class StoreJobs:
         return self.store.request_cancel(job_id)[0]
 
 
-def submission(cron="0 3 * * *", timezone="UTC", policy=OverlapPolicy.SKIP, warm=False,
-               paused=False, request_id="", seed=7):
+def submission(
+    cron="0 3 * * *",
+    timezone="UTC",
+    policy=OverlapPolicy.SKIP,
+    warm=False,
+    paused=False,
+    request_id="",
+    seed=7,
+):
     """A validated CreateScheduleRequest, as the servicer hands it to the scheduler."""
     template = job_pb2.JobSpec(tasks=["digits_mlp"], outer_steps=20, seed=seed)
-    schedule = schedule_pb2.Schedule(cron=cron, timezone=timezone, template=template,
-                                     overlap_policy=POLICIES[policy], paused=paused,
-                                     warm_start_from_previous=warm)
+    schedule = schedule_pb2.Schedule(
+        cron=cron,
+        timezone=timezone,
+        template=template,
+        overlap_policy=POLICIES[policy],
+        paused=paused,
+        warm_start_from_previous=warm,
+    )
     return convert.schedule_request(
-        service_pb2.CreateScheduleRequest(schedule=schedule, request_id=request_id))
+        service_pb2.CreateScheduleRequest(schedule=schedule, request_id=request_id)
+    )
 
 
 def at(day: int, hour: int, minute: int = 0, second: float = 0.0) -> datetime:
@@ -90,8 +114,11 @@ def test_fires_on_time_once_per_slot(store, scheduler, clock):
     [firing] = asyncio.run(scheduler.tick(at(1, 3)))
     assert (firing.fire_time, firing.outcome) == (at(1, 3), "created")
     job = store.get_job(firing.job_id)
-    assert (job.schedule_id, job.fire_time, job.state) == (schedule.schedule_id, at(1, 3),
-                                                           JobState.PENDING)
+    assert (job.schedule_id, job.fire_time, job.state) == (
+        schedule.schedule_id,
+        at(1, 3),
+        JobState.PENDING,
+    )
     assert job.spec_json == schedule.template_json
     assert asyncio.run(scheduler.tick(at(1, 3, 0, 30))) == []  # the slot fired once
     assert asyncio.run(scheduler.tick(at(1, 23))) == []
@@ -224,8 +251,9 @@ def test_pause_and_resume_skip_the_paused_slots(store, scheduler, clock):
 def test_a_timezone_with_daylight_saving(store, scheduler, clock):
     # New York, 2030-03-10: 02:00 EST -> 03:00 EDT (02:30 does not happen that night)
     clock.now = datetime(2030, 3, 8, 12, tzinfo=UTC)
-    schedule = asyncio.run(scheduler.create(submission(cron="30 2 * * *",
-                                                       timezone="America/New_York")))
+    schedule = asyncio.run(
+        scheduler.create(submission(cron="30 2 * * *", timezone="America/New_York"))
+    )
     times = []
     for day in range(9, 13):
         fired = asyncio.run(scheduler.tick(datetime(2030, 3, day, 12, tzinfo=UTC)))
@@ -235,16 +263,20 @@ def test_a_timezone_with_daylight_saving(store, scheduler, clock):
     utc = [t.strftime("%d %H:%M") for t in times]
     assert utc == ["09 07:30", "10 07:30", "11 06:30", "12 06:30"]  # EST, gap -> 03:30 EDT, EDT
     assert store.get_schedule(schedule.schedule_id).next_fire_time == datetime(
-        2030, 3, 13, 6, 30, tzinfo=UTC)
+        2030, 3, 13, 6, 30, tzinfo=UTC
+    )
 
 
-@pytest.mark.parametrize(("cron", "timezone", "field"), [
-    ("0 3 * *", "UTC", "schedule.cron"),
-    ("0 25 * * *", "UTC", "schedule.cron"),
-    ("0 0 30 2 *", "UTC", "schedule.cron"),  # valid fields, no such date
-    ("0 3 * * *", "Mars/Olympus_Mons", "schedule.timezone"),
-    ("0 3 * * *", "../../etc/passwd", "schedule.timezone"),
-])
+@pytest.mark.parametrize(
+    ("cron", "timezone", "field"),
+    [
+        ("0 3 * *", "UTC", "schedule.cron"),
+        ("0 25 * * *", "UTC", "schedule.cron"),
+        ("0 0 30 2 *", "UTC", "schedule.cron"),  # valid fields, no such date
+        ("0 3 * * *", "Mars/Olympus_Mons", "schedule.timezone"),
+        ("0 3 * * *", "../../etc/passwd", "schedule.timezone"),
+    ],
+)
 def test_an_invalid_cron_or_timezone_names_the_field(store, scheduler, cron, timezone, field):
     with pytest.raises(ConfigError) as err:
         asyncio.run(scheduler.create(submission(cron=cron, timezone=timezone)))

@@ -18,8 +18,11 @@ def _health(address: str, channel=None) -> int:
     own = channel is None
     channel = channel or grpc.insecure_channel(address)
     try:
-        return health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="star.v1.MetaTraining")).status
+        return (
+            health_pb2_grpc.HealthStub(channel)
+            .Check(health_pb2.HealthCheckRequest(service="star.v1.MetaTraining"))
+            .status
+        )
     finally:
         if own:
             channel.close()
@@ -63,12 +66,15 @@ def test_unknown_ids_and_bad_requests(client):
     assert err.value.details().startswith("page_token: ")
 
 
-@pytest.mark.parametrize("checkpoint_id", ["../../../etc/passwd", "/etc/passwd",
-                                           "ckpt-../../star.db", "..", "%2e%2e%2fstar.db"])
+@pytest.mark.parametrize(
+    "checkpoint_id",
+    ["../../../etc/passwd", "/etc/passwd", "ckpt-../../star.db", "..", "%2e%2e%2fstar.db"],
+)
 def test_a_checkpoint_id_cannot_read_outside_the_checkpoint_directory(client, checkpoint_id):
     with pytest.raises(grpc.RpcError) as err:
-        list(client.FetchCheckpoint(service_pb2.FetchCheckpointRequest(
-            checkpoint_id=checkpoint_id)))
+        list(
+            client.FetchCheckpoint(service_pb2.FetchCheckpointRequest(checkpoint_id=checkpoint_id))
+        )
     assert err.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
 
 
@@ -82,14 +88,17 @@ def test_warm_start_from_an_unknown_or_unfitting_checkpoint_is_refused(client):
     blackbox = tiny_spec(num_workers=1, outer_steps=1, checkpoint_interval=1)
     blackbox.optimizer.kind = "blackbox"
     job = client.SubmitJob(service_pb2.SubmitJobRequest(spec=blackbox))
-    assert list(watch(client, job.job_id))[-1].state_change.to_state == \
-        job_pb2.JOB_STATE_SUCCEEDED
+    assert list(watch(client, job.job_id))[-1].state_change.to_state == job_pb2.JOB_STATE_SUCCEEDED
     (checkpoint,) = client.ListCheckpoints(
-        service_pb2.ListCheckpointsRequest(job_id=job.job_id)).checkpoints
+        service_pb2.ListCheckpointsRequest(job_id=job.job_id)
+    ).checkpoints
     before = _count_jobs(client)
     with pytest.raises(grpc.RpcError) as err:
-        client.SubmitJob(service_pb2.SubmitJobRequest(
-            spec=tiny_spec(warm_start_checkpoint_id=checkpoint.checkpoint_id)))
+        client.SubmitJob(
+            service_pb2.SubmitJobRequest(
+                spec=tiny_spec(warm_start_checkpoint_id=checkpoint.checkpoint_id)
+            )
+        )
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "'blackbox' optimizer" in err.value.details()
     assert _count_jobs(client) == before
@@ -100,11 +109,16 @@ def test_warm_start_from_an_unknown_or_unfitting_checkpoint_is_refused(client):
     events = list(watch(client, job.job_id))
     assert events[-1].state_change.to_state == job_pb2.JOB_STATE_SUCCEEDED
 
-    evaluation = client.Evaluate(service_pb2.EvaluateRequest(
-        checkpoint_id=checkpoint.checkpoint_id, steps=30, seeds=2, baselines=["adam"]))
+    evaluation = client.Evaluate(
+        service_pb2.EvaluateRequest(
+            checkpoint_id=checkpoint.checkpoint_id, steps=30, seeds=2, baselines=["adam"]
+        )
+    )
     assert evaluation.kind == job_pb2.JOB_KIND_EVALUATION
-    assert list(watch(client, evaluation.job_id))[-1].state_change.to_state == \
-        job_pb2.JOB_STATE_SUCCEEDED
+    assert (
+        list(watch(client, evaluation.job_id))[-1].state_change.to_state
+        == job_pb2.JOB_STATE_SUCCEEDED
+    )
     summaries = client.GetJob(service_pb2.GetJobRequest(job_id=evaluation.job_id)).evaluation
     assert [s.label for s in summaries] == ["checkpoint", "adam"]
     assert all(s.task == "nqm" and s.steps == 30 and len(s.curve) == 31 for s in summaries)
@@ -151,5 +165,8 @@ def test_a_job_asking_for_a_resource_no_node_has_warns_and_can_be_cancelled(clie
         if event.WhichOneof("event") == "log" and "no_such_node" in event.log.message:
             client.CancelJob(service_pb2.CancelJobRequest(job_id=job.job_id))
     assert events[-1].state_change.to_state == job_pb2.JOB_STATE_CANCELLED
-    assert any("no node of the cluster has no_such_node" in e.log.message for e in events
-               if e.WhichOneof("event") == "log")
+    assert any(
+        "no node of the cluster has no_such_node" in e.log.message
+        for e in events
+        if e.WhichOneof("event") == "log"
+    )

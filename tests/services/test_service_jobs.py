@@ -40,8 +40,11 @@ def _events(client, job_id: str) -> list[job_pb2.JobEvent]:
 
 
 def _fetch(client, checkpoint_id: str, offset: int = 0) -> tuple[bytes, str]:
-    chunks = list(client.FetchCheckpoint(service_pb2.FetchCheckpointRequest(
-        checkpoint_id=checkpoint_id, offset=offset)))
+    chunks = list(
+        client.FetchCheckpoint(
+            service_pb2.FetchCheckpointRequest(checkpoint_id=checkpoint_id, offset=offset)
+        )
+    )
     assert [c.offset for c in chunks] == sorted(c.offset for c in chunks)
     return b"".join(c.data for c in chunks), chunks[0].sha256
 
@@ -76,8 +79,11 @@ def test_submit_watch_succeed_fetch_and_train_with_the_checkpoint(client, finish
     assert events[-1].state_change.to_state == job_pb2.JOB_STATE_SUCCEEDED
     steps = [e.metrics.step for e in events if e.WhichOneof("event") == "metrics"]
     assert steps == [1, 2, 3, 4, 5, 6]
-    written = [e.checkpoint_written.checkpoint.step for e in events if kinds[e.seq - 1] ==
-               "checkpoint_written"]
+    written = [
+        e.checkpoint_written.checkpoint.step
+        for e in events
+        if kinds[e.seq - 1] == "checkpoint_written"
+    ]
     assert written == [3, 6]
 
     final = client.GetJob(service_pb2.GetJobRequest(job_id=job.job_id))
@@ -118,8 +124,13 @@ def test_a_one_worker_job_equals_star_train_of_the_same_config(client, tmp_path)
     config = convert.spec_from_proto(spec).config
     local = meta_train(config, tmp_path / "run")
     assert _theta_bytes(ckpt.load_checkpoint(data).theta) == _theta_bytes(
-        jax.tree.map(np.asarray, ckpt.load_checkpoint(
-            tmp_path / "run" / "checkpoints" / "step_000004.safetensors").theta))
+        jax.tree.map(
+            np.asarray,
+            ckpt.load_checkpoint(
+                tmp_path / "run" / "checkpoints" / "step_000004.safetensors"
+            ).theta,
+        )
+    )
     assert local.step == 4
 
 
@@ -181,8 +192,12 @@ def test_custom_metrics_reach_rays_metrics_endpoint_tagged_by_job(ray_session, c
     job = _submit(client, tiny_spec(outer_steps=100_000, checkpoint_interval=100_000))
     wait_for_step(client, job.job_id, 3)
     port = ray_session._private.worker.global_worker.node.metrics_export_port
-    wanted = ("ray_star_meta_loss", "ray_star_outer_step", "ray_star_inner_steps_per_second",
-              "ray_star_grad_norm")
+    wanted = (
+        "ray_star_meta_loss",
+        "ray_star_outer_step",
+        "ray_star_inner_steps_per_second",
+        "ray_star_grad_norm",
+    )
     deadline, found = time.monotonic() + 60, set()
     while time.monotonic() < deadline and found != set(wanted):
         found |= _scrape(port, job.job_id, wanted)

@@ -46,12 +46,24 @@ class ServeProcess:
     def __init__(self, data_dir: Path, port: int, log: Path):
         self.port = port
         self.log = open(log, "ab")  # noqa: SIM115 (closed in kill)
-        command = [sys.executable, "-m", "services.cli.main", "serve", "--data-dir",
-                   str(data_dir), "--port", str(port), "--num-cpus", "2",
-                   "--dashboard-port", str(_free_port())]
+        command = [
+            sys.executable,
+            "-m",
+            "services.cli.main",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            str(port),
+            "--num-cpus",
+            "2",
+            "--dashboard-port",
+            str(_free_port()),
+        ]
         env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
-                                        start_new_session=True, env=env)
+        self.process = subprocess.Popen(
+            command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
 
     def wait_serving(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -110,10 +122,15 @@ def test_sigkill_of_the_service_tree_then_restart_resumes_the_job(tmp_path):
             client = service_pb2_grpc.MetaTrainingStub(channel)
             spec = tiny_spec(outer_steps=60, checkpoint_interval=5)
             job = client.SubmitJob(service_pb2.SubmitJobRequest(spec=spec, request_id="kill-me"))
-            _events_until(client, job.job_id, 0, lambda e: e.WhichOneof("event") == "metrics"
-                          and e.metrics.step >= 12)
+            _events_until(
+                client,
+                job.job_id,
+                0,
+                lambda e: e.WhichOneof("event") == "metrics" and e.metrics.step >= 12,
+            )
             before = client.ListCheckpoints(
-                service_pb2.ListCheckpointsRequest(job_id=job.job_id)).checkpoints
+                service_pb2.ListCheckpointsRequest(job_id=job.job_id)
+            ).checkpoints
         assert max(c.step for c in before) >= 10
         left = first.kill()
         assert left == [], [p.cmdline() for p in left]
@@ -127,12 +144,17 @@ def test_sigkill_of_the_service_tree_then_restart_resumes_the_job(tmp_path):
             assert resumed.step >= latest
             events = _events_until(client, job.job_id, 0, lambda e: False)
             after = client.ListCheckpoints(
-                service_pb2.ListCheckpointsRequest(job_id=job.job_id)).checkpoints
+                service_pb2.ListCheckpointsRequest(job_id=job.job_id)
+            ).checkpoints
             kept = {c.checkpoint_id: c for c in after}
             for checkpoint in before:  # nothing lost or corrupt
                 assert kept[checkpoint.checkpoint_id] == checkpoint
-                data = b"".join(c.data for c in client.FetchCheckpoint(
-                    service_pb2.FetchCheckpointRequest(checkpoint_id=checkpoint.checkpoint_id)))
+                data = b"".join(
+                    c.data
+                    for c in client.FetchCheckpoint(
+                        service_pb2.FetchCheckpointRequest(checkpoint_id=checkpoint.checkpoint_id)
+                    )
+                )
                 assert hashlib.sha256(data).hexdigest() == checkpoint.sha256
         assert second.terminate() == 0  # a clean stop
     finally:
@@ -143,8 +165,11 @@ def test_sigkill_of_the_service_tree_then_restart_resumes_the_job(tmp_path):
     assert events[-1].state_change.to_state == job_pb2.JOB_STATE_SUCCEEDED
     reasons = [e.state_change.reason for e in events if e.WhichOneof("event") == "state_change"]
     assert any("restarted" in reason for reason in reasons), reasons
-    requeue = next(i for i, e in enumerate(events) if e.WhichOneof("event") == "state_change"
-                   and "restarted" in e.state_change.reason)
+    requeue = next(
+        i
+        for i, e in enumerate(events)
+        if e.WhichOneof("event") == "state_change" and "restarted" in e.state_change.reason
+    )
     # The job resumes from its latest checkpoint at the kill (the one listed before it, or one
     # written between that listing and the kill), and its step never goes below it again.
     resumed_from = events[requeue].job.step

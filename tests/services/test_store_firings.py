@@ -17,8 +17,9 @@ DAY = timedelta(days=1)
 
 
 def _schedule(store, next_fire_time=T0):
-    return store.create_schedule("0 3 * * *", "UTC", SPEC, OverlapPolicy.QUEUE,
-                                 next_fire_time=next_fire_time)[0]
+    return store.create_schedule(
+        "0 3 * * *", "UTC", SPEC, OverlapPolicy.QUEUE, next_fire_time=next_fire_time
+    )[0]
 
 
 def test_a_queued_firing_becomes_created_with_its_job(store):
@@ -42,8 +43,9 @@ def test_the_one_queued_firing_rule_is_in_the_schema(store):
     sid = _schedule(store).schedule_id
     store.queue_firing(sid, T0)
     with pytest.raises(sqlite3.IntegrityError), store.db.transaction() as conn:
-        conn.execute("INSERT INTO firings VALUES (?, ?, NULL, 'queued', 0)",
-                      (sid, to_micros(T0 + DAY)))
+        conn.execute(
+            "INSERT INTO firings VALUES (?, ?, NULL, 'queued', 0)", (sid, to_micros(T0 + DAY))
+        )
 
 
 def test_earliest_fire_time(store):
@@ -68,9 +70,9 @@ def test_a_version_1_file_is_migrated_with_its_firings(tmp_path):
         "INSERT INTO schedules (schedule_id, cron, timezone, template_json, overlap_policy,"
         " next_fire_time, create_time, update_time)"
         " VALUES ('sched-1', '0 3 * * *', 'UTC', ?, 'queue', ?, 0, 0)",
-        (SPEC, to_micros(T0 + DAY)))
-    conn.execute("INSERT INTO firings VALUES ('sched-1', ?, NULL, 'skipped', 0)",
-                 (to_micros(T0),))
+        (SPEC, to_micros(T0 + DAY)),
+    )
+    conn.execute("INSERT INTO firings VALUES ('sched-1', ?, NULL, 'skipped', 0)", (to_micros(T0),))
     conn.close()
     store = Store(path)
     try:

@@ -150,8 +150,9 @@ def test_step_never_goes_back(store):
     with pytest.raises(FailedPrecondition, match="backwards"):
         store.update_progress(job_id, 4, {"meta_loss": 0.3})
     assert store.get_job(job_id).step == 5
-    assert [e.payload["step"] for e in store.events_after(job_id) if e.kind is EventKind.METRICS] \
-        == [5, 5]
+    assert [
+        e.payload["step"] for e in store.events_after(job_id) if e.kind is EventKind.METRICS
+    ] == [5, 5]
 
 
 @pytest.mark.parametrize("state", [S.PENDING, S.SUCCEEDED, S.CANCELLED])
@@ -203,7 +204,12 @@ def test_events_are_monotonic_and_survive_a_reopen(tmp_path, clock):
         assert events == before
         assert [e.seq for e in events] == list(range(1, 8))
         assert [e.kind.value for e in events] == [
-            "state_change", "state_change", "metrics", "metrics", "metrics", "log",
+            "state_change",
+            "state_change",
+            "metrics",
+            "metrics",
+            "metrics",
+            "log",
             "state_change",
         ]
         assert [e.job.step for e in events] == [0, 0, 1, 2, 3, 3, 3]
@@ -281,8 +287,9 @@ def test_concurrent_writers_do_not_hit_database_is_locked(tmp_path):
         except BaseException as err:  # noqa: BLE001 (reported below)
             errors.append(err)
 
-    threads = [threading.Thread(target=work, args=(other if w >= 6 else shared, w))
-               for w in range(8)]
+    threads = [
+        threading.Thread(target=work, args=(other if w >= 6 else shared, w)) for w in range(8)
+    ]
     try:
         for thread in threads:
             thread.start()

@@ -15,10 +15,14 @@ from star_core.training.outer import outer_optimizer
 def _theta(seed=0):
     rng = np.random.default_rng(seed)
     return {
-        "mlp": {"w0": jnp.asarray(rng.normal(size=(39, 4)), jnp.float32),
-                "b0": jnp.asarray(rng.normal(size=(4,)), jnp.float32)},
-        "decays": {"momentum": jnp.asarray(rng.normal(size=(3,)), jnp.float32),
-                   "rms": jnp.asarray(rng.normal(size=(1,)), jnp.float32)},
+        "mlp": {
+            "w0": jnp.asarray(rng.normal(size=(39, 4)), jnp.float32),
+            "b0": jnp.asarray(rng.normal(size=(4,)), jnp.float32),
+        },
+        "decays": {
+            "momentum": jnp.asarray(rng.normal(size=(3,)), jnp.float32),
+            "rms": jnp.asarray(rng.normal(size=(1,)), jnp.float32),
+        },
         "nominal_log_scale": jnp.asarray(rng.normal(), jnp.float32),
     }
 
@@ -43,9 +47,13 @@ def _bitwise_equal(a, b):
         assert x.tobytes() == y.tobytes()
 
 
-METADATA = {"optimizer": "star", "optimizer_config": {"beta_3": 0.001, "nominal": "adam"},
-            "step": 12, "meta_train_config": {"tasks": ["digits_mlp"], "seed": 3},
-            "dropped_estimates": 1}
+METADATA = {
+    "optimizer": "star",
+    "optimizer_config": {"beta_3": 0.001, "nominal": "adam"},
+    "step": 12,
+    "meta_train_config": {"tasks": ["digits_mlp"], "seed": 3},
+    "dropped_estimates": 1,
+}
 
 
 def test_round_trip_is_bitwise_exact_with_metadata(tmp_path):
@@ -55,11 +63,18 @@ def test_round_trip_is_bitwise_exact_with_metadata(tmp_path):
     loaded = ckpt.load_checkpoint(path)
 
     _bitwise_equal(loaded.theta, jax.tree_util.tree_map(np.asarray, theta))
-    restored_state = ckpt.fill_tree(tx.init(theta), loaded.outer_state, ckpt.OUTER_STATE_PREFIX,
-                                    naming=ckpt.outer_state_naming(loaded.metadata))
+    restored_state = ckpt.fill_tree(
+        tx.init(theta),
+        loaded.outer_state,
+        ckpt.OUTER_STATE_PREFIX,
+        naming=ckpt.outer_state_naming(loaded.metadata),
+    )
     _bitwise_equal(restored_state, jax.tree_util.tree_map(np.asarray, state))
-    assert loaded.metadata == {"format": ckpt.FORMAT_NAME,
-                               "format_version": ckpt.FORMAT_VERSION, **METADATA}
+    assert loaded.metadata == {
+        "format": ckpt.FORMAT_NAME,
+        "format_version": ckpt.FORMAT_VERSION,
+        **METADATA,
+    }
     # theta leaves are named by path, the outer state is prefixed.
     names = set(ckpt.read_tensors(path)[0])
     assert {"mlp/w0", "decays/momentum", "nominal_log_scale"} <= names
@@ -75,9 +90,11 @@ class _Particles(NamedTuple):
 
 
 def test_tree_round_trip_keeps_ints_and_typed_keys(tmp_path):
-    tree = _Particles(params={"w": jnp.arange(6.0).reshape(2, 3)},
-                      step=jnp.asarray([3, 17], jnp.int32),
-                      key=jax.random.split(jax.random.key(5), 2))
+    tree = _Particles(
+        params={"w": jnp.arange(6.0).reshape(2, 3)},
+        step=jnp.asarray([3, 17], jnp.int32),
+        key=jax.random.split(jax.random.key(5), 2),
+    )
     path = tmp_path / "state.safetensors"
     ckpt.save_tree(path, ckpt.named_leaves(tree, "est"), {"step": 4})
     tensors, metadata = ckpt.read_tensors(path)
@@ -122,17 +139,25 @@ def test_save_rejects_incomplete_metadata_and_reserved_names(tmp_path):
     with pytest.raises(ValueError, match="missing"):
         ckpt.save_checkpoint(tmp_path / "a.safetensors", _theta(), None, {"step": 1})
     with pytest.raises(ValueError, match="reserved"):
-        ckpt.save_checkpoint(tmp_path / "b.safetensors", {"outer_state": {"x": jnp.zeros(1)}},
-                             None, METADATA)
+        ckpt.save_checkpoint(
+            tmp_path / "b.safetensors", {"outer_state": {"x": jnp.zeros(1)}}, None, METADATA
+        )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_resolve_checkpoint_path_picks_the_latest_in_a_run_folder(tmp_path):
     for step in (2, 10, 4):
-        ckpt.save_checkpoint(tmp_path / "checkpoints" / f"step_{step:06d}.safetensors",
-                             _theta(), None, {**METADATA, "step": step})
-    ckpt.save_tree(tmp_path / "checkpoints" / "step_000010.estimator.safetensors",
-                   {"x": np.zeros(1, np.float32)}, {})
+        ckpt.save_checkpoint(
+            tmp_path / "checkpoints" / f"step_{step:06d}.safetensors",
+            _theta(),
+            None,
+            {**METADATA, "step": step},
+        )
+    ckpt.save_tree(
+        tmp_path / "checkpoints" / "step_000010.estimator.safetensors",
+        {"x": np.zeros(1, np.float32)},
+        {},
+    )
     assert ckpt.resolve_checkpoint_path(tmp_path).name == "step_000010.safetensors"
     with pytest.raises(FileNotFoundError):
         ckpt.resolve_checkpoint_path(tmp_path / "empty_dir_missing")
@@ -140,13 +165,21 @@ def test_resolve_checkpoint_path_picks_the_latest_in_a_run_folder(tmp_path):
 
 def test_list_checkpoints_sorts_by_step_number_and_skips_estimator_files(tmp_path):
     # 1000000 sorts before 999999 by name; the listing must order by the step number.
-    for name in ("step_1000000.safetensors", "step_999999.safetensors",
-                 "step_000002.safetensors", "step_000002.estimator.safetensors",
-                 "step_final.safetensors", "other.safetensors"):
+    for name in (
+        "step_1000000.safetensors",
+        "step_999999.safetensors",
+        "step_000002.safetensors",
+        "step_000002.estimator.safetensors",
+        "step_final.safetensors",
+        "other.safetensors",
+    ):
         (tmp_path / name).write_bytes(b"")
     listed = [p.name for p in ckpt.list_checkpoints(tmp_path)]
-    assert listed == ["step_000002.safetensors", "step_999999.safetensors",
-                      "step_1000000.safetensors"]
+    assert listed == [
+        "step_000002.safetensors",
+        "step_999999.safetensors",
+        "step_1000000.safetensors",
+    ]
     assert ckpt.list_checkpoints(tmp_path / "missing") == []
 
 
@@ -157,8 +190,9 @@ def test_load_optimizer_trains_a_model_with_the_saved_theta(tmp_path):
     lopt = optimizers.get("star", alpha0=0.05)
     theta = jax.tree.map(lambda x: x + 0.01, lopt.init_meta_params(jax.random.key(4)))
     path = tmp_path / "checkpoints" / "step_000007.safetensors"
-    ckpt.save_checkpoint(path, theta, None, {"optimizer": "star",
-                                             "optimizer_config": {"alpha0": 0.05}, "step": 7})
+    ckpt.save_checkpoint(
+        path, theta, None, {"optimizer": "star", "optimizer_config": {"alpha0": 0.05}, "step": 7}
+    )
     tx = star_core.load_optimizer(tmp_path)  # a run folder resolves to its latest checkpoint
     _, loaded_theta, metadata = ckpt.load_learned_optimizer(path)
     _bitwise_equal(loaded_theta, theta)
@@ -188,13 +222,15 @@ def test_load_learned_optimizer_rejects_a_theta_of_another_optimizer(tmp_path):
     from star_core import optimizers
 
     theta = optimizers.get("star").init_meta_params(jax.random.key(0))
-    ckpt.save_checkpoint(path, theta, None, {"optimizer": "blackbox", "optimizer_config": {},
-                                             "step": 1})
+    ckpt.save_checkpoint(
+        path, theta, None, {"optimizer": "blackbox", "optimizer_config": {}, "step": 1}
+    )
     with pytest.raises(ValueError, match=r"tensors \['nominal_log_scale'\] are not meta-param"):
         ckpt.load_learned_optimizer(path)
     blackbox_theta = optimizers.get("blackbox").init_meta_params(jax.random.key(0))
-    ckpt.save_checkpoint(path, blackbox_theta, None, {"optimizer": "star",
-                                                      "optimizer_config": {}, "step": 1})
+    ckpt.save_checkpoint(
+        path, blackbox_theta, None, {"optimizer": "star", "optimizer_config": {}, "step": 1}
+    )
     with pytest.raises(ValueError, match="star.safetensors: tensor 'mlp/"):
         ckpt.load_learned_optimizer(path)
 
@@ -205,8 +241,12 @@ def test_outer_state_names_do_not_depend_on_the_position_in_the_chain(tmp_path):
     path = tmp_path / "c.safetensors"
     ckpt.save_checkpoint(path, theta, state, METADATA)
     loaded = ckpt.load_checkpoint(path)
-    restored = ckpt.fill_tree(other_chain.init(theta), loaded.outer_state,
-                              ckpt.OUTER_STATE_PREFIX, naming=ckpt.stable_named_leaves)
+    restored = ckpt.fill_tree(
+        other_chain.init(theta),
+        loaded.outer_state,
+        ckpt.OUTER_STATE_PREFIX,
+        naming=ckpt.stable_named_leaves,
+    )
     _bitwise_equal(restored[1][0], jax.tree_util.tree_map(np.asarray, state[2][0]))
 
 
@@ -217,8 +257,12 @@ def test_version_1_files_are_still_read(tmp_path):
     ckpt.save_tree(path, tensors, {"format": ckpt.FORMAT_NAME, "format_version": 1, **METADATA})
     assert "outer_state/2/0/mu/mlp/w0" in ckpt.read_tensors(path)[0]
     loaded = ckpt.load_checkpoint(path)
-    restored = ckpt.fill_tree(tx.init(theta), loaded.outer_state, ckpt.OUTER_STATE_PREFIX,
-                              naming=ckpt.outer_state_naming(loaded.metadata))
+    restored = ckpt.fill_tree(
+        tx.init(theta),
+        loaded.outer_state,
+        ckpt.OUTER_STATE_PREFIX,
+        naming=ckpt.outer_state_naming(loaded.metadata),
+    )
     _bitwise_equal(restored, jax.tree_util.tree_map(np.asarray, state))
 
 

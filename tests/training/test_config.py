@@ -9,12 +9,26 @@ from star_core.training.config import MetaTrainConfig
 
 
 def _config(**changes):
-    base = {"tasks": ["nqm"], "task_args": {"nqm": {"dim": 4}}, "optimizer": "star",
-            "optimizer_config": {"beta3": 0.01, "nominal_direction": "adam"},
-            "estimator": {"kind": "es", "sigma": 0.02, "truncation_length": 3, "horizon": 9,
-                          "num_pairs": 2},
-            "outer_learning_rate": 3e-3, "clip": 2.0, "outer_weight_decay": 0.5,
-            "decay_all": True, "outer_steps": 7, "seed": 11, "checkpoint_interval": 3}
+    base = {
+        "tasks": ["nqm"],
+        "task_args": {"nqm": {"dim": 4}},
+        "optimizer": "star",
+        "optimizer_config": {"beta3": 0.01, "nominal_direction": "adam"},
+        "estimator": {
+            "kind": "es",
+            "sigma": 0.02,
+            "truncation_length": 3,
+            "horizon": 9,
+            "num_pairs": 2,
+        },
+        "outer_learning_rate": 3e-3,
+        "clip": 2.0,
+        "outer_weight_decay": 0.5,
+        "decay_all": True,
+        "outer_steps": 7,
+        "seed": 11,
+        "checkpoint_interval": 3,
+    }
     base.update(changes)
     return base
 

@@ -40,8 +40,9 @@ def test_per_seed_numbers_match_the_closed_form(quadratic):
         assert row["diverged"] is False
     # Noise-free: the held-out loss at a step is the training loss at that step.
     assert result.heldout_steps == (0, 3, 6, 9, 12)
-    np.testing.assert_allclose(result.heldout, result.curves[:, list(result.heldout_steps)],
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        result.heldout, result.curves[:, list(result.heldout_steps)], rtol=1e-6
+    )
 
 
 def test_divergence_flag(quadratic):
@@ -72,15 +73,22 @@ def test_tuned_adam_picks_its_rate_on_disjoint_seeds_and_reports_plain_adam():
     assert tuned.extra["tuning_seeds"] == [1000, 1001]
     # The sweep's scores are plain Adam's mean losses on the tuning seeds 1000 and 1001.
     for row in tuned.extra["sweep"]:
-        on_tuning = ev.evaluate(noisy, optimizers.get("adam", learning_rate=row["learning_rate"]),
-                                {}, STEPS, [1000, 1001], heldout_points=0)
+        on_tuning = ev.evaluate(
+            noisy,
+            optimizers.get("adam", learning_rate=row["learning_rate"]),
+            {},
+            STEPS,
+            [1000, 1001],
+            heldout_points=0,
+        )
         want = np.mean([r["mean_loss"] for r in on_tuning.per_seed()])
         assert row["mean_loss"] == pytest.approx(want, rel=1e-5)
     scores = [row["mean_loss"] for row in tuned.extra["sweep"]]
     assert tuned.extra["learning_rate"] == rates[int(np.argmin(scores))]
     # What is reported: plain Adam at the chosen rate on the requested seeds, held-out included.
-    plain = ev.evaluate(noisy, optimizers.get("adam", learning_rate=tuned.extra["learning_rate"]),
-                        {}, STEPS, [0, 1])
+    plain = ev.evaluate(
+        noisy, optimizers.get("adam", learning_rate=tuned.extra["learning_rate"]), {}, STEPS, [0, 1]
+    )
     assert tuned.seeds == (0, 1)
     np.testing.assert_allclose(tuned.curves, plain.curves, rtol=1e-5)
     np.testing.assert_allclose(tuned.heldout, plain.heldout, rtol=1e-5)
@@ -97,8 +105,9 @@ def test_tuned_adam_rejects_tuning_seeds_that_overlap_the_reported_ones():
 def test_tuned_adam_progress_counts_both_phases_as_one_run():
     noisy = tasks.get("nqm", dim=4)
     seen = []
-    ev.tune_adam(noisy, STEPS, [0], learning_rates=(1e-2, 1e-1, 1.0), heldout_points=0,
-                 progress=seen.append)
+    ev.tune_adam(
+        noisy, STEPS, [0], learning_rates=(1e-2, 1e-1, 1.0), heldout_points=0, progress=seen.append
+    )
     # 3 tuning runs then 1 reported run: the tuning phase ends at 3/4 of the steps.
     assert seen == sorted(seen) and seen[-1] == STEPS
     assert round(0.75 * STEPS) in seen

@@ -14,8 +14,15 @@ from star_core.training.loop import meta_train
 from star_core.training.worker import EstimationWorker
 
 ESTIMATOR = {"kind": "pes", "sigma": 0.01, "truncation_length": 3, "horizon": 9, "num_pairs": 2}
-CONFIG = {"tasks": ["nqm"], "task_args": {"nqm": {"dim": 4}}, "estimator": ESTIMATOR,
-          "outer_steps": 6, "checkpoint_interval": 3, "outer_learning_rate": 1e-2, "seed": 5}
+CONFIG = {
+    "tasks": ["nqm"],
+    "task_args": {"nqm": {"dim": 4}},
+    "estimator": ESTIMATOR,
+    "outer_steps": 6,
+    "checkpoint_interval": 3,
+    "outer_learning_rate": 1e-2,
+    "seed": 5,
+}
 
 
 def _bytes(tree):
@@ -84,8 +91,11 @@ def test_restore_from_bytes_equals_the_saved_state(learner):
 
 def test_keys_differ_across_steps_and_workers():
     keys = run_keys(3)
-    drawn = {(s, w): np.asarray(jax.random.key_data(estimate_key(keys, s, w))).tobytes()
-             for s in range(20) for w in range(8)}
+    drawn = {
+        (s, w): np.asarray(jax.random.key_data(estimate_key(keys, s, w))).tobytes()
+        for s in range(20)
+        for w in range(8)
+    }
     assert len(set(drawn.values())) == len(drawn)
     same = estimate_key(run_keys(3), 4, 2)
     assert drawn[(4, 2)] == np.asarray(jax.random.key_data(same)).tobytes()
@@ -120,12 +130,17 @@ def test_a_stopped_run_checkpoints_and_resumes_exactly(tmp_path):
 def test_meta_train_warm_start(tmp_path):
     config = MetaTrainConfig.from_dict(CONFIG)
     first = meta_train(config, tmp_path / "a")
-    warm = meta_train(MetaTrainConfig.from_dict({**CONFIG, "outer_steps": 1}), tmp_path / "b",
-                      warm_start=tmp_path / "a")
+    warm = meta_train(
+        MetaTrainConfig.from_dict({**CONFIG, "outer_steps": 1}),
+        tmp_path / "b",
+        warm_start=tmp_path / "a",
+    )
     cold = meta_train(MetaTrainConfig.from_dict({**CONFIG, "outer_steps": 1}), tmp_path / "c")
     first_step = ckpt.load_checkpoint(tmp_path / "b" / "checkpoints" / "step_000001.safetensors")
     assert first_step.metadata["step"] == 1
     # One step from the first run's theta lands nearer to it than one step from scratch.
-    dist = lambda t: sum(float(jnp.sum((a - b) ** 2)) for a, b in  # noqa: E731
-                         zip(jax.tree.leaves(t), jax.tree.leaves(first.theta), strict=True))
+    dist = lambda t: sum(
+        float(jnp.sum((a - b) ** 2))
+        for a, b in zip(jax.tree.leaves(t), jax.tree.leaves(first.theta), strict=True)  # noqa: E731
+    )
     assert dist(warm.theta) < dist(cold.theta)

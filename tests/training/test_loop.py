@@ -40,9 +40,15 @@ def _trajectory(history):
 
 def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, monkeypatch):
     monkeypatch.setitem(tasks.TASKS, "nqm_tiny", NoisyQuadratic(name="nqm_tiny", dim=3))
-    data = {"tasks": ["nqm", "nqm_tiny"], "task_args": {"nqm": {"dim": 4}},
-            "estimator": ESTIMATOR, "outer_steps": 6, "checkpoint_interval": 2,
-            "outer_learning_rate": 1e-2, "seed": 3}
+    data = {
+        "tasks": ["nqm", "nqm_tiny"],
+        "task_args": {"nqm": {"dim": 4}},
+        "estimator": ESTIMATOR,
+        "outer_steps": 6,
+        "checkpoint_interval": 2,
+        "outer_learning_rate": 1e-2,
+        "seed": 3,
+    }
     config = MetaTrainConfig.from_dict(data)
     straight = meta_train(config, tmp_path / "a")
 
@@ -104,10 +110,16 @@ class PoisonedQuadratic:
 @pytest.mark.parametrize("poison_rate", [0.05, 1.0])
 def test_non_finite_estimates_are_dropped_and_counted(tmp_path, monkeypatch, poison_rate):
     monkeypatch.setitem(tasks.TASKS, "poisoned", PoisonedQuadratic())
-    config = MetaTrainConfig.from_dict({
-        "tasks": ["poisoned"], "task_args": {"poisoned": {"poison_rate": poison_rate}},
-        "estimator": {**ESTIMATOR, "truncation_length": 2, "horizon": 4},
-        "outer_steps": 8, "checkpoint_interval": 8, "seed": 1})
+    config = MetaTrainConfig.from_dict(
+        {
+            "tasks": ["poisoned"],
+            "task_args": {"poisoned": {"poison_rate": poison_rate}},
+            "estimator": {**ESTIMATOR, "truncation_length": 2, "horizon": 4},
+            "outer_steps": 8,
+            "checkpoint_interval": 8,
+            "seed": 1,
+        }
+    )
     result = meta_train(config, tmp_path)
     initial = config.make_optimizer().init_meta_params(jax.random.split(jax.random.key(1), 4)[0])
 

@@ -14,8 +14,10 @@ ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
 def _theta(seed=0):
     rng = np.random.default_rng(seed)
     return {
-        "mlp": {"w0": jnp.asarray(rng.normal(size=(5, 4)), jnp.float32),
-                "b0": jnp.asarray(rng.normal(size=(4,)), jnp.float32)},
+        "mlp": {
+            "w0": jnp.asarray(rng.normal(size=(5, 4)), jnp.float32),
+            "b0": jnp.asarray(rng.normal(size=(4,)), jnp.float32),
+        },
         "decays": {"momentum": jnp.asarray(rng.normal(size=(3,)), jnp.float32)},
         "nominal_log_scale": jnp.asarray(rng.normal(), jnp.float32),
     }
@@ -30,12 +32,20 @@ def _reference_adam(theta, grads, lr, clip, lam, decay_all):
     for t, grad in enumerate(grads, start=1):
         g = jax.tree_util.tree_map(
             lambda gi, th, mk: np.clip(np.asarray(gi, np.float64) + lam * mk * th, -clip, clip),
-            grad, theta, mask)
+            grad,
+            theta,
+            mask,
+        )
         m = jax.tree_util.tree_map(lambda mi, gi: ADAM_B1 * mi + (1 - ADAM_B1) * gi, m, g)
         v = jax.tree_util.tree_map(lambda vi, gi: ADAM_B2 * vi + (1 - ADAM_B2) * gi**2, v, g)
         theta = jax.tree_util.tree_map(
-            lambda th, mi, vi, t=t: th - lr * (mi / (1 - ADAM_B1**t))
-            / (np.sqrt(vi / (1 - ADAM_B2**t)) + ADAM_EPS), theta, m, v)
+            lambda th, mi, vi, t=t: (
+                th - lr * (mi / (1 - ADAM_B1**t)) / (np.sqrt(vi / (1 - ADAM_B2**t)) + ADAM_EPS)
+            ),
+            theta,
+            m,
+            v,
+        )
     return theta
 
 
@@ -43,16 +53,21 @@ def _reference_adam(theta, grads, lr, clip, lam, decay_all):
 def test_three_steps_match_hand_written_adam_on_clipped_decayed_gradient(decay_all):
     theta0 = _theta()
     rng = np.random.default_rng(1)
-    grads = [jax.tree_util.tree_map(lambda x: jnp.asarray(rng.normal(scale=4.0, size=x.shape),
-                                                          jnp.float32), theta0) for _ in range(3)]
+    grads = [
+        jax.tree_util.tree_map(
+            lambda x: jnp.asarray(rng.normal(scale=4.0, size=x.shape), jnp.float32), theta0
+        )
+        for _ in range(3)
+    ]
     tx = outer_optimizer(learning_rate=1e-2, clip=3.0, weight_decay=0.7, decay_all=decay_all)
     theta, state = theta0, tx.init(theta0)
     for g in grads:
         updates, state = tx.update(g, state, theta)
         theta = optax.apply_updates(theta, updates)
     expected = _reference_adam(theta0, grads, 1e-2, 3.0, 0.7, decay_all)
-    for got, want in zip(jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(expected),
-                         strict=True):
+    for got, want in zip(
+        jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(expected), strict=True
+    ):
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
@@ -101,10 +116,12 @@ def test_clipping_is_per_element_to_plus_minus_clip():
     _, state = tx.update(grad, tx.init(theta), theta)
     adam_state = state[2][0]
     # mu = (1 - b1) * clip(g), nu = (1 - b2) * clip(g)^2
-    np.testing.assert_allclose(adam_state.mu["mlp"]["w0"], 0.1 * np.array([3.0, -3.0, 2.0, -0.5]),
-                               rtol=1e-6)
-    np.testing.assert_allclose(adam_state.nu["mlp"]["w0"],
-                               1e-3 * np.array([9.0, 9.0, 4.0, 0.25]), rtol=1e-5)
+    np.testing.assert_allclose(
+        adam_state.mu["mlp"]["w0"], 0.1 * np.array([3.0, -3.0, 2.0, -0.5]), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        adam_state.nu["mlp"]["w0"], 1e-3 * np.array([9.0, 9.0, 4.0, 0.25]), rtol=1e-5
+    )
 
 
 def test_guarded_step_drops_non_finite_estimates_and_applies_finite_ones():
@@ -117,16 +134,22 @@ def test_guarded_step_drops_non_finite_estimates_and_applies_finite_ones():
 
     theta_bad, state_bad, applied_bad = step(bad, state, theta)
     assert not bool(applied_bad)
-    for a, b in zip(jax.tree_util.tree_leaves((theta_bad, state_bad)),
-                    jax.tree_util.tree_leaves((theta, state)), strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves((theta_bad, state_bad)),
+        jax.tree_util.tree_leaves((theta, state)),
+        strict=True,
+    ):
         assert np.array_equal(np.asarray(a), np.asarray(b))
 
     theta_good, state_good, applied_good = step(good, state, theta)
     updates, expected_state = tx.update(good, state, theta)
     expected_theta = optax.apply_updates(theta, updates)
     assert bool(applied_good)
-    for a, b in zip(jax.tree_util.tree_leaves((theta_good, state_good)),
-                    jax.tree_util.tree_leaves((expected_theta, expected_state)), strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves((theta_good, state_good)),
+        jax.tree_util.tree_leaves((expected_theta, expected_state)),
+        strict=True,
+    ):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 

@@ -94,8 +94,9 @@ def metrics_to_proto(metrics: Mapping[str, float]) -> job_pb2.JobMetrics:
 
 def metrics_from_proto(metrics: job_pb2.JobMetrics) -> dict[str, float]:
     """The inverse of :func:`metrics_to_proto` (only the fields that are set)."""
-    out = {n: float(getattr(metrics, n)) for n in FLOAT_METRICS + COUNT_METRICS
-           if metrics.HasField(n)}
+    out = {
+        n: float(getattr(metrics, n)) for n in FLOAT_METRICS + COUNT_METRICS if metrics.HasField(n)
+    }
     out.update(metrics.extra)
     return out
 
@@ -114,11 +115,18 @@ def summary_to_proto(summary: Mapping[str, Any]) -> job_pb2.EvaluationSummary:
 def job_to_proto(job: Job) -> job_pb2.Job:
     """The Job proto of a record; its spec (or evaluation_spec) is parsed from spec_json."""
     out = job_pb2.Job(
-        job_id=job.job_id, state=state_to_proto(job.state), step=job.step, error=job.error,
-        device=job.device, create_time=timestamp(job.create_time),
-        update_time=timestamp(job.update_time), metrics=metrics_to_proto(job.metrics),
-        worker_nodes=list(job.worker_nodes), kind=KINDS_TO_PROTO[job.kind],
-        schedule_id=job.schedule_id, request_id=job.request_id,
+        job_id=job.job_id,
+        state=state_to_proto(job.state),
+        step=job.step,
+        error=job.error,
+        device=job.device,
+        create_time=timestamp(job.create_time),
+        update_time=timestamp(job.update_time),
+        metrics=metrics_to_proto(job.metrics),
+        worker_nodes=list(job.worker_nodes),
+        kind=KINDS_TO_PROTO[job.kind],
+        schedule_id=job.schedule_id,
+        request_id=job.request_id,
         evaluation=[summary_to_proto(s) for s in job.evaluation],
         fire_time=timestamp(job.fire_time),
     )
@@ -131,8 +139,11 @@ def job_to_proto(job: Job) -> job_pb2.Job:
 
 def checkpoint_to_proto(record: CheckpointRecord) -> job_pb2.Checkpoint:
     return job_pb2.Checkpoint(
-        checkpoint_id=record.checkpoint_id, job_id=record.job_id, step=record.step,
-        size_bytes=record.size_bytes, sha256=record.sha256,
+        checkpoint_id=record.checkpoint_id,
+        job_id=record.job_id,
+        step=record.step,
+        size_bytes=record.size_bytes,
+        sha256=record.sha256,
         create_time=timestamp(record.create_time),
     )
 
@@ -140,43 +151,56 @@ def checkpoint_to_proto(record: CheckpointRecord) -> job_pb2.Checkpoint:
 def _checkpoint_from_payload(job_id: str, payload: Mapping[str, Any]) -> job_pb2.Checkpoint:
     created = datetime.fromtimestamp(payload["create_time"] / 1e6, UTC)
     return job_pb2.Checkpoint(
-        checkpoint_id=payload["checkpoint_id"], job_id=job_id, step=payload["step"],
-        size_bytes=payload["size_bytes"], sha256=payload["sha256"],
+        checkpoint_id=payload["checkpoint_id"],
+        job_id=job_id,
+        step=payload["step"],
+        size_bytes=payload["size_bytes"],
+        sha256=payload["sha256"],
         create_time=timestamp(created),
     )
 
 
 def event_to_proto(event: JobEvent) -> job_pb2.JobEvent:
     """The JobEvent proto: the job snapshot, seq, time and the event of its kind."""
-    out = job_pb2.JobEvent(job=job_to_proto(event.job), seq=event.seq,
-                           time=timestamp(event.time))
+    out = job_pb2.JobEvent(job=job_to_proto(event.job), seq=event.seq, time=timestamp(event.time))
     payload = event.payload
     if event.kind is EventKind.STATE_CHANGE:
-        out.state_change.CopyFrom(job_pb2.StateChange(
-            from_state=state_to_proto(payload["from"] and JobState(payload["from"])),
-            to_state=state_to_proto(JobState(payload["to"])), reason=payload["reason"]))
+        out.state_change.CopyFrom(
+            job_pb2.StateChange(
+                from_state=state_to_proto(payload["from"] and JobState(payload["from"])),
+                to_state=state_to_proto(JobState(payload["to"])),
+                reason=payload["reason"],
+            )
+        )
     elif event.kind is EventKind.METRICS:
-        out.metrics.CopyFrom(job_pb2.MetricsUpdate(
-            step=payload["step"], metrics=metrics_to_proto(payload["metrics"])))
+        out.metrics.CopyFrom(
+            job_pb2.MetricsUpdate(
+                step=payload["step"], metrics=metrics_to_proto(payload["metrics"])
+            )
+        )
     elif event.kind is EventKind.CHECKPOINT_WRITTEN:
-        out.checkpoint_written.checkpoint.CopyFrom(
-            _checkpoint_from_payload(event.job_id, payload))
+        out.checkpoint_written.checkpoint.CopyFrom(_checkpoint_from_payload(event.job_id, payload))
     else:
-        out.log.CopyFrom(job_pb2.LogMessage(
-            level=job_pb2.LogLevel.Value(f"LOG_LEVEL_{payload['level']}"),
-            message=payload["message"]))
+        out.log.CopyFrom(
+            job_pb2.LogMessage(
+                level=job_pb2.LogLevel.Value(f"LOG_LEVEL_{payload['level']}"),
+                message=payload["message"],
+            )
+        )
     return out
 
 
 def schedule_to_proto(schedule: Schedule) -> schedule_pb2.Schedule:
     out = schedule_pb2.Schedule(
-        schedule_id=schedule.schedule_id, cron=schedule.cron, timezone=schedule.timezone,
-        overlap_policy=POLICIES_TO_PROTO[schedule.overlap_policy], paused=schedule.paused,
-        next_fire_time=timestamp(schedule.next_fire_time), last_job_id=schedule.last_job_id,
+        schedule_id=schedule.schedule_id,
+        cron=schedule.cron,
+        timezone=schedule.timezone,
+        overlap_policy=POLICIES_TO_PROTO[schedule.overlap_policy],
+        paused=schedule.paused,
+        next_fire_time=timestamp(schedule.next_fire_time),
+        last_job_id=schedule.last_job_id,
         warm_start_from_previous=schedule.warm_start_from_previous,
         create_time=timestamp(schedule.create_time),
     )
     json_format.Parse(schedule.template_json, out.template)
     return out
-
-

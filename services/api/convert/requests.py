@@ -126,8 +126,10 @@ def schedule_request(request: service_pb2.CreateScheduleRequest) -> ScheduleSubm
     schedule: schedule_pb2.Schedule = request.schedule
     cron = schedule.cron.strip()
     if not cron or len(cron) > MAX_CRON_LENGTH:
-        raise ConfigError("schedule.cron", "schedule.cron must be a cron expression "
-                                           f"(1-{MAX_CRON_LENGTH} characters)")
+        raise ConfigError(
+            "schedule.cron",
+            f"schedule.cron must be a cron expression (1-{MAX_CRON_LENGTH} characters)",
+        )
     if len(schedule.timezone) > MAX_TIMEZONE_LENGTH:
         raise ConfigError("schedule.timezone", "schedule.timezone is too long")
     try:
@@ -135,6 +137,13 @@ def schedule_request(request: service_pb2.CreateScheduleRequest) -> ScheduleSubm
     except ConfigError as err:
         raise err.within("schedule") from err
     template, template_json = resolve_spec(schedule.template, "schedule.template")
-    return ScheduleSubmission(cron, schedule.timezone or "UTC", template, template_json, policy,
-                              schedule.paused, schedule.warm_start_from_previous,
-                              request.request_id)
+    return ScheduleSubmission(
+        cron,
+        schedule.timezone or "UTC",
+        template,
+        template_json,
+        policy,
+        schedule.paused,
+        schedule.warm_start_from_previous,
+        request.request_id,
+    )

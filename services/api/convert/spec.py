@@ -80,8 +80,13 @@ def proto_path_from_message(message: str) -> str:
     if not match:
         return ""
     head, sub = match.groups()
-    if head in ("sigma", "kind", "truncation_length", "horizon", "num_pairs") and \
-            message.startswith("EstimatorConfig."):
+    if head in (
+        "sigma",
+        "kind",
+        "truncation_length",
+        "horizon",
+        "num_pairs",
+    ) and message.startswith("EstimatorConfig."):
         return f"estimator.{head}"
     return proto_path(f"{head}.{sub}" if head == "optimizer_config" and sub else head)
 
@@ -102,8 +107,9 @@ def _optimizer_config(spec: job_pb2.OptimizerSpec) -> tuple[str, dict[str, Any]]
     kind = spec.kind or DEFAULT_OPTIMIZER
     if kind not in OPTIMIZER_KINDS:
         raise ConfigError(
-            "optimizer.kind", f"optimizer.kind must be one of {', '.join(OPTIMIZER_KINDS)};"
-                              f" got {kind!r}")
+            "optimizer.kind",
+            f"optimizer.kind must be one of {', '.join(OPTIMIZER_KINDS)}; got {kind!r}",
+        )
     fields = [f.name for f in dataclasses.fields(optimizers.OPTIMIZERS[kind].config_class)]
     constants = [name for name in fields if name not in SWITCHES]
     if len(spec.constants) > MAX_CONSTANTS:
@@ -112,14 +118,18 @@ def _optimizer_config(spec: job_pb2.OptimizerSpec) -> tuple[str, dict[str, Any]]
     for name in sorted(spec.constants):
         if name not in constants:
             field = f"optimizer.constants.{name}" if name.isidentifier() else "optimizer.constants"
-            raise ConfigError(field, f"optimizer.constants: {name!r} is not a constant of {kind}"
-                                     f"; allowed: {', '.join(constants)}")
+            raise ConfigError(
+                field,
+                f"optimizer.constants: {name!r} is not a constant of {kind}"
+                f"; allowed: {', '.join(constants)}",
+            )
         values[name] = spec.constants[name]
     for name in SWITCHES:
         if spec.HasField(name):
             if name not in fields:
-                raise ConfigError(f"optimizer.{name}", f"optimizer.{name} is not a setting of"
-                                                       f" {kind}")
+                raise ConfigError(
+                    f"optimizer.{name}", f"optimizer.{name} is not a setting of {kind}"
+                )
             values[name] = getattr(spec, name)
     return kind, values
 
@@ -134,8 +144,11 @@ def _estimator(spec: job_pb2.EstimatorSpec) -> EstimatorConfig:
         raise err.within("estimator") from err
     except ValueError as err:  # fallback: not (yet) a ConfigError upstream
         raise ConfigError(proto_path_from_message(str(err)) or "estimator", str(err)) from err
-    for name, bound in (("num_pairs", MAX_NUM_PAIRS), ("horizon", MAX_HORIZON),
-                        ("truncation_length", MAX_TRUNCATION_LENGTH)):
+    for name, bound in (
+        ("num_pairs", MAX_NUM_PAIRS),
+        ("horizon", MAX_HORIZON),
+        ("truncation_length", MAX_TRUNCATION_LENGTH),
+    ):
         if getattr(config, name) > bound:
             raise ConfigError(f"estimator.{name}", f"estimator.{name} must be <= {bound}")
     return config
@@ -146,12 +159,17 @@ def _meta_train_config(spec: job_pb2.JobSpec) -> MetaTrainConfig:
     _check_tasks(names)
     kind, optimizer_config = _optimizer_config(spec.optimizer)
     kwargs: dict[str, Any] = {
-        "tasks": names, "optimizer": kind, "optimizer_config": optimizer_config,
+        "tasks": names,
+        "optimizer": kind,
+        "optimizer_config": optimizer_config,
         "estimator": _estimator(spec.estimator),
     }
-    for proto_name, config_name in (("learning_rate", "outer_learning_rate"), ("clip", "clip"),
-                                     ("weight_decay", "outer_weight_decay"),
-                                     ("decay_all", "decay_all")):
+    for proto_name, config_name in (
+        ("learning_rate", "outer_learning_rate"),
+        ("clip", "clip"),
+        ("weight_decay", "outer_weight_decay"),
+        ("decay_all", "decay_all"),
+    ):
         if spec.outer.HasField(proto_name):
             kwargs[config_name] = getattr(spec.outer, proto_name)
     for name in ("outer_steps", "seed", "checkpoint_interval"):
@@ -177,17 +195,23 @@ def _distributed(spec: job_pb2.JobSpec) -> DistributedConfig:
     return dataclasses.replace(config, estimates_per_step=config.batch)
 
 
-def evaluation_from_proto(spec: job_pb2.EvaluationSpec, default_task: str = "",
-                          horizon: int | None = None) -> EvaluationConfig:
+def evaluation_from_proto(
+    spec: job_pb2.EvaluationSpec, default_task: str = "", horizon: int | None = None
+) -> EvaluationConfig:
     """The EvaluationConfig of ``spec`` (fields ``evaluation.*``); an empty task becomes
     ``default_task`` and unset steps ``EVAL_HORIZON_MULTIPLE x horizon`` when given."""
     task = spec.task or default_task
     if task and task not in tasks.TASKS:
-        raise ConfigError("evaluation.task", f"evaluation.task: unknown task {task!r}; allowed:"
-                                             f" {', '.join(sorted(tasks.TASKS))}")
+        raise ConfigError(
+            "evaluation.task",
+            f"evaluation.task: unknown task {task!r}; allowed: {', '.join(sorted(tasks.TASKS))}",
+        )
     config = EvaluationConfig(
-        task=task, seeds=spec.seeds if spec.HasField("seeds") else DEFAULT_EVAL_SEEDS,
-        steps=spec.steps if spec.HasField("steps") else None, baselines=tuple(spec.baselines))
+        task=task,
+        seeds=spec.seeds if spec.HasField("seeds") else DEFAULT_EVAL_SEEDS,
+        steps=spec.steps if spec.HasField("steps") else None,
+        baselines=tuple(spec.baselines),
+    )
     if config.steps is None and horizon is not None:
         config = dataclasses.replace(config, steps=config.steps_for(horizon))
     return config
@@ -206,8 +230,9 @@ def spec_from_proto(spec: job_pb2.JobSpec) -> TrainingSpec:
     check_id(spec.warm_start_checkpoint_id, "warm_start_checkpoint_id")
     evaluation = None
     if spec.HasField("evaluation"):
-        evaluation = evaluation_from_proto(spec.evaluation, config.tasks[0],
-                                           config.estimator.horizon)
+        evaluation = evaluation_from_proto(
+            spec.evaluation, config.tasks[0], config.estimator.horizon
+        )
     return TrainingSpec(config, distributed, spec.warm_start_checkpoint_id, evaluation)
 
 
@@ -217,8 +242,9 @@ def spec_from_json(text: str) -> TrainingSpec:
 
 
 def evaluation_to_proto(config: EvaluationConfig) -> job_pb2.EvaluationSpec:
-    spec = job_pb2.EvaluationSpec(task=config.task, seeds=config.seeds,
-                                  baselines=list(config.baselines))
+    spec = job_pb2.EvaluationSpec(
+        task=config.task, seeds=config.seeds, baselines=list(config.baselines)
+    )
     if config.steps is not None:
         spec.steps = config.steps
     return spec
@@ -230,9 +256,13 @@ def spec_to_proto(training: TrainingSpec) -> job_pb2.JobSpec:
     config, dist = training.config, training.distributed
     if config.task_args:
         raise ValueError("MetaTrainConfig.task_args cannot be expressed in a JobSpec")
-    spec = job_pb2.JobSpec(tasks=list(config.tasks), outer_steps=config.outer_steps,
-                           seed=config.seed, checkpoint_interval=config.checkpoint_interval,
-                           warm_start_checkpoint_id=training.warm_start_checkpoint_id)
+    spec = job_pb2.JobSpec(
+        tasks=list(config.tasks),
+        outer_steps=config.outer_steps,
+        seed=config.seed,
+        checkpoint_interval=config.checkpoint_interval,
+        warm_start_checkpoint_id=training.warm_start_checkpoint_id,
+    )
     spec.optimizer.kind = config.optimizer
     for name, value in dataclasses.asdict(config.make_optimizer().config).items():
         if name in SWITCHES:
@@ -240,12 +270,23 @@ def spec_to_proto(training: TrainingSpec) -> job_pb2.JobSpec:
         else:
             spec.optimizer.constants[name] = float(value)
     est = config.estimator
-    spec.estimator.CopyFrom(job_pb2.EstimatorSpec(
-        kind=est.kind, sigma=est.sigma, truncation_length=est.truncation_length,
-        horizon=est.horizon, num_pairs=est.num_pairs))
-    spec.outer.CopyFrom(job_pb2.OuterSpec(
-        learning_rate=config.outer_learning_rate, clip=config.clip,
-        weight_decay=config.outer_weight_decay, decay_all=config.decay_all))
+    spec.estimator.CopyFrom(
+        job_pb2.EstimatorSpec(
+            kind=est.kind,
+            sigma=est.sigma,
+            truncation_length=est.truncation_length,
+            horizon=est.horizon,
+            num_pairs=est.num_pairs,
+        )
+    )
+    spec.outer.CopyFrom(
+        job_pb2.OuterSpec(
+            learning_rate=config.outer_learning_rate,
+            clip=config.clip,
+            weight_decay=config.outer_weight_decay,
+            decay_all=config.decay_all,
+        )
+    )
     spec.num_workers = dist.num_workers
     if dist.gpus_per_worker is not None:
         spec.gpus_per_worker = dist.gpus_per_worker
