@@ -58,6 +58,7 @@ SPEC_RPCS = {
     "ResumeSchedule": ("ResumeScheduleRequest", "Schedule", False),
     "DeleteSchedule": ("DeleteScheduleRequest", "DeleteScheduleResponse", False),
     "Evaluate": ("EvaluateRequest", "Job", False),
+    "DeleteJob": ("DeleteJobRequest", "DeleteJobResponse", False),
 }
 
 

@@ -107,7 +107,7 @@ class EvaluationSpec(_message.Message):
     def __init__(self, task: _Optional[str] = ..., steps: _Optional[int] = ..., seeds: _Optional[int] = ..., baselines: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("tasks", "optimizer", "estimator", "outer", "outer_steps", "num_workers", "gpus_per_worker", "worker_resources", "max_staleness", "estimates_per_step", "checkpoint_interval", "seed", "warm_start_checkpoint_id", "evaluation")
+    __slots__ = ("tasks", "optimizer", "estimator", "outer", "outer_steps", "num_workers", "gpus_per_worker", "worker_resources", "max_staleness", "estimates_per_step", "checkpoint_interval", "seed", "warm_start_checkpoint_id", "evaluation", "keep_checkpoints", "cpus_per_worker")
     class WorkerResourcesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -129,6 +129,8 @@ class JobSpec(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     WARM_START_CHECKPOINT_ID_FIELD_NUMBER: _ClassVar[int]
     EVALUATION_FIELD_NUMBER: _ClassVar[int]
+    KEEP_CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    CPUS_PER_WORKER_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedScalarFieldContainer[str]
     optimizer: OptimizerSpec
     estimator: EstimatorSpec
@@ -143,7 +145,9 @@ class JobSpec(_message.Message):
     seed: int
     warm_start_checkpoint_id: str
     evaluation: EvaluationSpec
-    def __init__(self, tasks: _Optional[_Iterable[str]] = ..., optimizer: _Optional[_Union[OptimizerSpec, _Mapping]] = ..., estimator: _Optional[_Union[EstimatorSpec, _Mapping]] = ..., outer: _Optional[_Union[OuterSpec, _Mapping]] = ..., outer_steps: _Optional[int] = ..., num_workers: _Optional[int] = ..., gpus_per_worker: _Optional[float] = ..., worker_resources: _Optional[_Mapping[str, float]] = ..., max_staleness: _Optional[int] = ..., estimates_per_step: _Optional[int] = ..., checkpoint_interval: _Optional[int] = ..., seed: _Optional[int] = ..., warm_start_checkpoint_id: _Optional[str] = ..., evaluation: _Optional[_Union[EvaluationSpec, _Mapping]] = ...) -> None: ...
+    keep_checkpoints: int
+    cpus_per_worker: int
+    def __init__(self, tasks: _Optional[_Iterable[str]] = ..., optimizer: _Optional[_Union[OptimizerSpec, _Mapping]] = ..., estimator: _Optional[_Union[EstimatorSpec, _Mapping]] = ..., outer: _Optional[_Union[OuterSpec, _Mapping]] = ..., outer_steps: _Optional[int] = ..., num_workers: _Optional[int] = ..., gpus_per_worker: _Optional[float] = ..., worker_resources: _Optional[_Mapping[str, float]] = ..., max_staleness: _Optional[int] = ..., estimates_per_step: _Optional[int] = ..., checkpoint_interval: _Optional[int] = ..., seed: _Optional[int] = ..., warm_start_checkpoint_id: _Optional[str] = ..., evaluation: _Optional[_Union[EvaluationSpec, _Mapping]] = ..., keep_checkpoints: _Optional[int] = ..., cpus_per_worker: _Optional[int] = ...) -> None: ...
 
 class EvaluationJobSpec(_message.Message):
     __slots__ = ("checkpoint_id", "evaluation")

@@ -137,3 +137,17 @@ class EvaluateRequest(_message.Message):
     baselines: _containers.RepeatedScalarFieldContainer[str]
     request_id: str
     def __init__(self, checkpoint_id: _Optional[str] = ..., task: _Optional[str] = ..., steps: _Optional[int] = ..., seeds: _Optional[int] = ..., baselines: _Optional[_Iterable[str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class DeleteJobRequest(_message.Message):
+    __slots__ = ("job_id",)
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+
+class DeleteJobResponse(_message.Message):
+    __slots__ = ("deleted_checkpoints", "kept_checkpoint_ids")
+    DELETED_CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    KEPT_CHECKPOINT_IDS_FIELD_NUMBER: _ClassVar[int]
+    deleted_checkpoints: int
+    kept_checkpoint_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, deleted_checkpoints: _Optional[int] = ..., kept_checkpoint_ids: _Optional[_Iterable[str]] = ...) -> None: ...

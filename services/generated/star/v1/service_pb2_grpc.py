@@ -102,6 +102,11 @@ class MetaTrainingStub:
                 request_serializer=star_dot_v1_dot_service__pb2.EvaluateRequest.SerializeToString,
                 response_deserializer=star_dot_v1_dot_job__pb2.Job.FromString,
                 _registered_method=True)
+        self.DeleteJob = channel.unary_unary(
+                '/star.v1.MetaTraining/DeleteJob',
+                request_serializer=star_dot_v1_dot_service__pb2.DeleteJobRequest.SerializeToString,
+                response_deserializer=star_dot_v1_dot_service__pb2.DeleteJobResponse.FromString,
+                _registered_method=True)
 
 
 class MetaTrainingServicer:
@@ -198,6 +203,15 @@ class MetaTrainingServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteJob(self, request, context):
+        """Delete a finished job (SUCCEEDED, FAILED or CANCELLED): its record, its events and its
+        checkpoint files. A job that is still active is FAILED_PRECONDITION (cancel it first); a
+        checkpoint of the job that another job or a schedule uses as its warm start is kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MetaTrainingServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -265,6 +279,11 @@ def add_MetaTrainingServicer_to_server(servicer, server):
                     servicer.Evaluate,
                     request_deserializer=star_dot_v1_dot_service__pb2.EvaluateRequest.FromString,
                     response_serializer=star_dot_v1_dot_job__pb2.Job.SerializeToString,
+            ),
+            'DeleteJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteJob,
+                    request_deserializer=star_dot_v1_dot_service__pb2.DeleteJobRequest.FromString,
+                    response_serializer=star_dot_v1_dot_service__pb2.DeleteJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -619,6 +638,33 @@ class MetaTraining:
             '/star.v1.MetaTraining/Evaluate',
             star_dot_v1_dot_service__pb2.EvaluateRequest.SerializeToString,
             star_dot_v1_dot_job__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/star.v1.MetaTraining/DeleteJob',
+            star_dot_v1_dot_service__pb2.DeleteJobRequest.SerializeToString,
+            star_dot_v1_dot_service__pb2.DeleteJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
