@@ -50,6 +50,8 @@ FLAG_FIELDS = {
     "gpus_per_worker": "gpus_per_worker",
     "max_staleness": "max_staleness",
     "estimates_per_step": "estimates_per_step",
+    "cpus_per_worker": "cpus_per_worker",
+    "keep_checkpoints": "keep_checkpoints",
     "warm_start": "warm_start_checkpoint_id",
 }
 
@@ -107,6 +109,16 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
         "--estimates-per-step",
         type=int,
         help="estimates averaged per outer step (default: --workers)",
+    )
+    group.add_argument(
+        "--cpus-per-worker",
+        type=int,
+        help="CPUs (cores) each worker asks for and pins itself to (default 1)",
+    )
+    group.add_argument(
+        "--keep-checkpoints",
+        type=int,
+        help="latest checkpoints the job keeps on disk (default 5)",
     )
     group.add_argument(
         "--warm-start", metavar="CHECKPOINT_ID", help="start from this checkpoint's meta-parameters"

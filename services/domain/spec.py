@@ -31,6 +31,8 @@ MAX_HORIZON = 1_000_000
 MAX_STALENESS = 100
 MAX_ESTIMATES_PER_STEP = 1024
 MAX_GPUS_PER_WORKER = 8
+MAX_CPUS_PER_WORKER = 64
+MAX_KEEP_CHECKPOINTS = 1000
 MAX_WORKER_RESOURCES = 16
 MAX_RESOURCE_NAME = 64
 MAX_EVAL_STEPS = 1_000_000
@@ -41,6 +43,9 @@ MAX_REQUEST_ID = 128
 # Defaults of DistributedConfig and EvaluationConfig.
 DEFAULT_NUM_WORKERS = 2
 DEFAULT_MAX_STALENESS = 1
+DEFAULT_CPUS_PER_WORKER = 1
+# Checkpoints a job keeps on disk (its latest ones; older ones are deleted).
+DEFAULT_KEEP_CHECKPOINTS = 5
 DEFAULT_EVAL_SEEDS = 3
 # An evaluation without explicit steps trains this many times the meta-training horizon T.
 EVAL_HORIZON_MULTIPLE = 10
@@ -85,6 +90,7 @@ class DistributedConfig:
     worker_resources: custom Ray resources each worker requests.
     max_staleness: estimates computed from theta at most this many steps old are used.
     estimates_per_step: estimates averaged per outer step; None = num_workers.
+    cpus_per_worker: CPUs each worker asks Ray for (and the cores a CPU worker pins itself to).
     """
 
     num_workers: int = DEFAULT_NUM_WORKERS
@@ -92,9 +98,11 @@ class DistributedConfig:
     worker_resources: Mapping[str, float] = dataclasses.field(default_factory=dict)
     max_staleness: int = DEFAULT_MAX_STALENESS
     estimates_per_step: int | None = None
+    cpus_per_worker: int = DEFAULT_CPUS_PER_WORKER
 
     def __post_init__(self) -> None:
         _check_int("num_workers", self.num_workers, 1, MAX_WORKERS)
+        _check_int("cpus_per_worker", self.cpus_per_worker, 1, MAX_CPUS_PER_WORKER)
         if self.gpus_per_worker is not None:
             _check_number("gpus_per_worker", self.gpus_per_worker, 0, MAX_GPUS_PER_WORKER)
             if self.gpus_per_worker > 1 and not float(self.gpus_per_worker).is_integer():
@@ -199,6 +207,8 @@ class TrainingSpec:
     """A validated meta-training JobSpec: what the runner needs to run the job.
 
     warm_start_checkpoint_id: "" = fresh initialization. evaluation: None = no final evaluation.
+    keep_checkpoints: the job's latest checkpoints kept on disk (older ones are deleted, except
+    those another job or a schedule uses as its warm start).
     Build it from a proto or stored JSON with ``services.api.convert.spec_from_proto`` /
     ``spec_from_json``.
     """
@@ -207,6 +217,10 @@ class TrainingSpec:
     distributed: DistributedConfig = dataclasses.field(default_factory=DistributedConfig)
     warm_start_checkpoint_id: str = ""
     evaluation: EvaluationConfig | None = None
+    keep_checkpoints: int = DEFAULT_KEEP_CHECKPOINTS
+
+    def __post_init__(self) -> None:
+        _check_int("keep_checkpoints", self.keep_checkpoints, 1, MAX_KEEP_CHECKPOINTS)
 
 
 @dataclasses.dataclass(frozen=True)

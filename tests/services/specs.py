@@ -176,6 +176,10 @@ MALFORMED: list[tuple[str, Mutator, str]] = [
     ("staleness over 100", _set("max_staleness", 101), "spec.max_staleness"),
     ("zero estimates per step", _set("estimates_per_step", 0), "spec.estimates_per_step"),
     ("too many estimates per step", _set("estimates_per_step", 1025), "spec.estimates_per_step"),
+    ("zero cpus per worker", _set("cpus_per_worker", 0), "spec.cpus_per_worker"),
+    ("65 cpus per worker", _set("cpus_per_worker", 65), "spec.cpus_per_worker"),
+    ("zero checkpoints kept", _set("keep_checkpoints", 0), "spec.keep_checkpoints"),
+    ("1001 checkpoints kept", _set("keep_checkpoints", 1001), "spec.keep_checkpoints"),
     (
         "warm start id is a path",
         _set("warm_start_checkpoint_id", "../../etc/passwd"),

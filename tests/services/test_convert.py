@@ -64,6 +64,7 @@ def test_an_empty_spec_takes_the_library_defaults():
         optimizer_config=dataclasses.asdict(MetaTrainConfig().make_optimizer().config),
     )
     assert spec.distributed == DistributedConfig(estimates_per_step=2)
+    assert spec.distributed.cpus_per_worker == 1 and spec.keep_checkpoints == 5
     assert (spec.warm_start_checkpoint_id, spec.evaluation) == ("", None)
     assert submission.request_id == "r-1"
     resolved = json_format.Parse(submission.spec_json, job_pb2.JobSpec())
@@ -111,6 +112,8 @@ def test_a_full_spec_converts_field_by_field():
         seed=7,
         warm_start_checkpoint_id="ckpt-0123456789abcdef",
         evaluation=job_pb2.EvaluationSpec(seeds=2, baselines=["adam-tuned"]),
+        keep_checkpoints=9,
+        cpus_per_worker=2,
     )
     training = convert.spec_from_proto(spec)
     config = training.config
@@ -132,7 +135,8 @@ def test_a_full_spec_converts_field_by_field():
         config.decay_all,
     ) == (1e-3, 1.0, 0.5, True)
     assert (config.outer_steps, config.checkpoint_interval, config.seed) == (50, 10, 7)
-    assert training.distributed == DistributedConfig(3, 0.5, {"accel": 1.0}, 2, 6)
+    assert training.distributed == DistributedConfig(3, 0.5, {"accel": 1.0}, 2, 6, 2)
+    assert training.keep_checkpoints == 9
     assert training.warm_start_checkpoint_id == "ckpt-0123456789abcdef"
     # evaluation: empty task -> first training task, unset steps -> 10 x horizon
     assert training.evaluation == EvaluationConfig("digits_mlp", 4000, 2, ("adam-tuned",))

@@ -189,7 +189,13 @@ def _meta_train_config(spec: job_pb2.JobSpec) -> MetaTrainConfig:
 
 def _distributed(spec: job_pb2.JobSpec) -> DistributedConfig:
     kwargs: dict[str, Any] = {"worker_resources": dict(spec.worker_resources)}
-    for name in ("num_workers", "gpus_per_worker", "max_staleness", "estimates_per_step"):
+    for name in (
+        "num_workers",
+        "gpus_per_worker",
+        "max_staleness",
+        "estimates_per_step",
+        "cpus_per_worker",
+    ):
         kwargs.update(_optional(spec, name))
     config = DistributedConfig(**kwargs)
     return dataclasses.replace(config, estimates_per_step=config.batch)
@@ -233,7 +239,8 @@ def spec_from_proto(spec: job_pb2.JobSpec) -> TrainingSpec:
         evaluation = evaluation_from_proto(
             spec.evaluation, config.tasks[0], config.estimator.horizon
         )
-    return TrainingSpec(config, distributed, spec.warm_start_checkpoint_id, evaluation)
+    keep = _optional(spec, "keep_checkpoints")
+    return TrainingSpec(config, distributed, spec.warm_start_checkpoint_id, evaluation, **keep)
 
 
 def spec_from_json(text: str) -> TrainingSpec:
@@ -293,6 +300,8 @@ def spec_to_proto(training: TrainingSpec) -> job_pb2.JobSpec:
     spec.worker_resources.update(dist.worker_resources)
     spec.max_staleness = dist.max_staleness
     spec.estimates_per_step = dist.batch
+    spec.cpus_per_worker = dist.cpus_per_worker
+    spec.keep_checkpoints = training.keep_checkpoints
     if training.evaluation is not None:
         spec.evaluation.CopyFrom(evaluation_to_proto(training.evaluation))
     return spec
