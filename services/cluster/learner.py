@@ -35,6 +35,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from services.cluster.metrics import JobMetrics
+
 logger = logging.getLogger(__name__)
 
 # Seconds without any estimate after which the learner steps with the estimates it has.
@@ -48,8 +50,6 @@ NAME_ATTEMPTS = 5
 NAME_RETRY_DELAY_S = 1.0
 # Seconds to wait for the workers to report where they run.
 PLACEMENT_TIMEOUT_S = 600.0
-# Metrics exported through ray.util.metrics (shown on the Ray dashboard, prefixed "ray_").
-METRIC_TAGS = ("job_id",)
 
 
 def learner_name(job_id: str) -> str:
@@ -58,52 +58,6 @@ def learner_name(job_id: str) -> str:
 
 def worker_name(job_id: str, index: int) -> str:
     return f"star-{job_id}-worker-{index}"
-
-
-class _Metrics:
-    """The job's Ray metrics, tagged by job id."""
-
-    def __init__(self, job_id: str):
-        from ray.util import metrics
-
-        tags = {"job_id": job_id}
-
-        def gauge(name, text):
-            return metrics.Gauge(name, text, METRIC_TAGS), tags
-
-        self.meta_loss = gauge("star_meta_loss", "mean meta-loss of the last outer step")
-        self.outer_step = gauge("star_outer_step", "outer steps done")
-        self.steps_per_s = gauge("star_inner_steps_per_second", "inner steps per second")
-        self.grad_norm = gauge("star_grad_norm", "norm of the averaged meta-gradient")
-        self.stale = (
-            metrics.Counter("star_staleness_drops", "estimates dropped as stale", METRIC_TAGS),
-            tags,
-        )
-        self.restarts = (
-            metrics.Counter("star_worker_restarts", "worker actor failures", METRIC_TAGS),
-            tags,
-        )
-        self.dropped = (
-            metrics.Counter("star_dropped_estimates", "non-finite estimates dropped", METRIC_TAGS),
-            tags,
-        )
-
-    def record(self, step: int, record: dict[str, Any]) -> None:
-        for (gauge, tags), value in (
-            (self.meta_loss, record["meta_loss"]),
-            (self.outer_step, step),
-            (self.steps_per_s, record["inner_steps_per_second"]),
-            (self.grad_norm, record["grad_norm"]),
-        ):
-            if value == value:  # NaN is not exported
-                gauge.set(value, tags=tags)
-        for (counter, tags), value in (
-            (self.stale, record["stale_now"]),
-            (self.restarts, record["restarts_now"]),
-            (self.dropped, record["dropped_now"]),
-        ):
-            if value:
-                counter.inc(value, tags=tags)
 
 
 class LearnerActor:
@@ -144,7 +98,7 @@ class LearnerActor:
             "message": f"starting {pool.size} workers at outer step {self.state.step}",
         }
         yield {"kind": "placement", "workers": pool.placements(self._stop)}
-        metrics = _Metrics(self.job_id)
+        metrics = JobMetrics(self.job_id)
         last_saved = self.state.step
         try:
             while self.state.step < self.config.outer_steps and not self._stop.is_set():

@@ -20,6 +20,7 @@ import pytest
 
 import star_core
 from services.api import convert
+from services.cluster.metrics import METRICS, prometheus_name
 from services.generated.star.v1 import job_pb2, service_pb2
 from star_core.training import checkpoint as ckpt
 from star_core.training.loop import meta_train
@@ -192,12 +193,7 @@ def test_custom_metrics_reach_rays_metrics_endpoint_tagged_by_job(ray_session, c
     job = _submit(client, tiny_spec(outer_steps=100_000, checkpoint_interval=100_000))
     wait_for_step(client, job.job_id, 3)
     port = ray_session._private.worker.global_worker.node.metrics_export_port
-    wanted = (
-        "ray_star_meta_loss",
-        "ray_star_outer_step",
-        "ray_star_inner_steps_per_second",
-        "ray_star_grad_norm",
-    )
+    wanted = tuple(prometheus_name(m) for m in METRICS if m.kind == "gauge")
     deadline, found = time.monotonic() + 60, set()
     while time.monotonic() < deadline and found != set(wanted):
         found |= _scrape(port, job.job_id, wanted)

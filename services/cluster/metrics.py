@@ -1,0 +1,71 @@
+"""The job metrics the learner exports through ``ray.util.metrics``, tagged by ``job_id``.
+
+Ray's metrics agent prefixes every name with ``ray_`` and suffixes counters with ``_total``, so
+Prometheus sees ``ray_star_meta_loss`` and ``ray_star_staleness_drops_total``
+(:func:`prometheus_name`). :data:`METRICS` is the one list of what is exported: the Ray dashboard,
+deploy/README.md and the Grafana dashboard are checked against it (tests/deploy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+# The tag every metric carries.
+METRIC_TAGS = ("job_id",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """One exported metric: its Ray name, kind, description and the learner record field it
+    reports (``"step"``: the outer step itself)."""
+
+    name: str
+    kind: str  # "gauge" (the latest value) or "counter" (increments)
+    description: str
+    field: str
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("star_meta_loss", "gauge", "mean meta-loss of the last outer step", "meta_loss"),
+    Metric("star_outer_step", "gauge", "outer steps done", "step"),
+    Metric(
+        "star_inner_steps_per_second",
+        "gauge",
+        "inner steps per second over all workers",
+        "inner_steps_per_second",
+    ),
+    Metric("star_grad_norm", "gauge", "norm of the averaged meta-gradient", "grad_norm"),
+    Metric("star_staleness_drops", "counter", "estimates dropped as stale", "stale_now"),
+    Metric("star_worker_restarts", "counter", "worker actor failures", "restarts_now"),
+    Metric("star_dropped_estimates", "counter", "non-finite estimates dropped", "dropped_now"),
+)
+
+
+def prometheus_name(metric: Metric) -> str:
+    """The name Prometheus scrapes: ``ray_`` + name (+ ``_total`` for a counter)."""
+    return f"ray_{metric.name}" + ("_total" if metric.kind == "counter" else "")
+
+
+class JobMetrics:
+    """The :data:`METRICS` of one job (created in the learner actor, where Ray exports them)."""
+
+    def __init__(self, job_id: str):
+        from ray.util import metrics
+
+        self.tags = {"job_id": job_id}
+        self.handles = []
+        for metric in METRICS:
+            cls = metrics.Gauge if metric.kind == "gauge" else metrics.Counter
+            self.handles.append((metric, cls(metric.name, metric.description, METRIC_TAGS)))
+
+    def record(self, step: int, record: dict[str, Any]) -> None:
+        """Export one outer step's record: gauges set (NaN skipped), counters incremented."""
+        values = {**record, "step": step}
+        for metric, handle in self.handles:
+            value = values[metric.field]
+            if metric.kind == "gauge":
+                if value == value:  # NaN is not exported
+                    handle.set(value, tags=self.tags)
+            elif value:
+                handle.inc(value, tags=self.tags)
