@@ -134,7 +134,7 @@ def single_process(config_json: str, mode: str, discard: int, copies: int = 1) -
     Ray sets it for a 1-CPU actor), PINNED (that, and the process's CPU affinity set to one
     core before JAX starts) or NO_FLAGS. ``copies`` processes run at once (pinned to different
     cores): their figures are summed."""
-    from services.cluster.runner import CPU_WORKER_XLA_FLAGS
+    from services.cluster.placement import CPU_WORKER_XLA_FLAGS
 
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)

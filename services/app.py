@@ -48,6 +48,9 @@ class ServiceOptions:
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int | None = None
     run_scheduler: bool = True
+    # The training workers' actor class (None: services.cluster.worker.WorkerActor). Not a
+    # flag: benchmarks/cluster_scaling.py plugs in a stand-in estimator here.
+    worker_class: type | None = None
 
 
 class StarService:
@@ -106,6 +109,7 @@ class StarService:
             convert.evaluation_job_from_json,
             max_jobs=options.max_jobs,
             max_running=options.max_running,
+            worker_class=options.worker_class,
         )
         await self.manager.start()
         if options.run_scheduler:

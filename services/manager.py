@@ -28,7 +28,8 @@ from datetime import datetime
 from typing import Any
 
 from services.cluster.evaluation import EvaluationRunner
-from services.cluster.runner import StopReason, TrainingRunner
+from services.cluster.lifecycle import Outcome, Runner, StopReason, end_job, run_job
+from services.cluster.runner import TrainingRunner
 from services.domain import Job, JobKind, JobState
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,12 @@ SHUTDOWN_TIMEOUT_S = 120.0
 
 class JobManager:
     """See the module docstring. ``parse_training(spec_json)`` / ``parse_evaluation(spec_json)``
-    turn a stored spec back into a TrainingSpec / EvaluationJobSpec (``services.api.convert``)."""
+    turn a stored spec back into a TrainingSpec / EvaluationJobSpec (``services.api.convert``).
+
+    ``runner_factory(job)`` makes the runner of a job (default: :meth:`make_runner`, a
+    ``TrainingRunner`` or ``EvaluationRunner``; tests give stand-ins); ``worker_class`` is the
+    training workers' actor class (None: ``WorkerActor``; benchmarks give a stand-in estimator).
+    """
 
     def __init__(
         self,
@@ -54,6 +60,8 @@ class JobManager:
         *,
         max_jobs: int = DEFAULT_MAX_JOBS,
         max_running: int = DEFAULT_MAX_RUNNING,
+        runner_factory: Callable[[Job], Runner] | None = None,
+        worker_class: type | None = None,
     ):
         self.store = store
         self.checkpoints = checkpoints
@@ -61,6 +69,8 @@ class JobManager:
         self.parse_evaluation = parse_evaluation
         self.max_jobs = max_jobs
         self.max_running = max_running
+        self.runner_factory = runner_factory or self.make_runner
+        self.worker_class = worker_class
         self.runners: dict[str, Any] = {}
         self.tasks: dict[str, asyncio.Task] = {}
         self._wake = asyncio.Event()
@@ -76,24 +86,11 @@ class JobManager:
         self.wake()
 
     async def recover(self) -> None:
-        """Requeue the jobs a dead service left RUNNING; finish the CANCELLING ones."""
-        for job in await asyncio.to_thread(self._all_jobs, [JobState.RUNNING]):
-            latest = await asyncio.to_thread(self.store.latest_checkpoint, job.job_id)
-            step = latest.step if latest else 0
-            await asyncio.to_thread(
-                self.store.transition,
-                job.job_id,
-                JobState.PENDING,
-                f"the service restarted: resuming from step {step}",
-                rewind_to_step=step,
-            )
-        for job in await asyncio.to_thread(self._all_jobs, [JobState.CANCELLING]):
-            await asyncio.to_thread(
-                self.store.transition,
-                job.job_id,
-                JobState.CANCELLED,
-                "cancelled (the service restarted meanwhile)",
-            )
+        """Requeue the jobs a dead service left RUNNING (from their latest checkpoint); the
+        CANCELLING ones end CANCELLED (their latest checkpoint stands)."""
+        restarted = Outcome(JobState.PENDING, "the service restarted")
+        for job in await asyncio.to_thread(self._all_jobs, [JobState.RUNNING, JobState.CANCELLING]):
+            await end_job(self.store, job.job_id, restarted)
 
     def _all_jobs(self, states: list[JobState]) -> list[Job]:
         jobs, token = [], None
@@ -180,34 +177,39 @@ class JobManager:
         if free <= 0:
             return
         pending = await asyncio.to_thread(self._all_jobs, [JobState.PENDING])
-        for job in sorted(pending, key=lambda j: j.create_time)[:free]:
-            if job.job_id not in self.runners:
-                self._launch(job)
+        # A launched job stays PENDING until its runner has moved it to RUNNING: not a candidate.
+        # Oldest first: the store lists newest first, in the order of insertion.
+        waiting = [job for job in reversed(pending) if job.job_id not in self.runners]
+        for job in waiting[:free]:
+            await self._launch(job)
 
-    def _launch(self, job: Job) -> None:
+    def make_runner(self, job: Job) -> Runner:
+        """The runner of a stored job (ValueError / ConfigError for a spec that does not parse)."""
+        if job.kind is JobKind.TRAINING:
+            spec = self.parse_training(job.spec_json)
+            return TrainingRunner(self.store, self.checkpoints, job.job_id, spec, self.worker_class)
+        spec = self.parse_evaluation(job.spec_json)
+        return EvaluationRunner(self.store, self.checkpoints, job.job_id, spec)
+
+    async def _launch(self, job: Job) -> None:
         try:
-            if job.kind is JobKind.TRAINING:
-                runner = TrainingRunner(
-                    self.store, self.checkpoints, job.job_id, self.parse_training(job.spec_json)
-                )
-            else:
-                runner = EvaluationRunner(
-                    self.store, self.checkpoints, job.job_id, self.parse_evaluation(job.spec_json)
-                )
+            runner = self.runner_factory(job)
         except Exception as err:  # a stored spec that no longer parses
             logger.exception("job %s: bad stored spec", job.job_id)
-            self.store.transition(job.job_id, JobState.FAILED, f"invalid stored spec: {err}")
+            await asyncio.to_thread(
+                self.store.transition, job.job_id, JobState.FAILED, f"invalid stored spec: {err}"
+            )
             return
         self.runners[job.job_id] = runner
         task = asyncio.create_task(self._run(job.job_id, runner), name=f"star-{job.job_id}")
         self.tasks[job.job_id] = task
 
-    async def _run(self, job_id: str, runner: Any) -> None:
+    async def _run(self, job_id: str, runner: Runner) -> None:
         try:
-            state = await runner.run()
+            state = await run_job(self.store, job_id, runner)
             logger.info("job %s ended %s", job_id, state.value)
-        except Exception:
-            logger.exception("job %s: runner crashed", job_id)
+        except Exception:  # the store failed: the job is requeued when the service restarts
+            logger.exception("job %s: could not record its end", job_id)
         finally:
             self.runners.pop(job_id, None)
             self.tasks.pop(job_id, None)

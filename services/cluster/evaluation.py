@@ -1,6 +1,6 @@
 """The evaluation protocol as a Ray task: a checkpoint and baselines trained on one task.
 
-``evaluate_checkpoint`` runs ``star_core.training.evaluate`` (the learned optimizer of the
+:class:`EvaluationTask` runs ``star_core.training.evaluate`` (the learned optimizer of the
 checkpoint, then each baseline: ``adam``, ``sgdm``, ``aggmo`` at their defaults, ``adam-tuned``
 with the learning-rate sweep on tuning seeds) in one CPU Ray task, so the service process never
 runs JAX work, and returns one summary per optimizer: the fields of the ``EvaluationSummary``
@@ -9,10 +9,14 @@ proto message (means over seeds, divergence counts, the mean training curve at <
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
 import numpy as np
+
+from services.cluster.lifecycle import Outcome, StopReason, stopped_outcome
+from services.domain import TUNED_ADAM, JobState
 
 # Points of a summary's curve (evenly spaced steps, including 0 and the last one).
 CURVE_POINTS = 200
@@ -64,27 +68,47 @@ def run_evaluation(
     lopt, theta, _ = load_learned_optimizer(checkpoint)
     results = [evaluate(task, lopt, theta, steps, seed_list, CHECKPOINT_LABEL)]
     for name in baselines:
-        if name == "adam-tuned":
+        if name == TUNED_ADAM:
             results.append(tune_adam(task, steps, seed_list))
         else:
             results.append(evaluate(task, optimizers.get(name), {}, steps, seed_list, name))
     return [evaluation_summary(result) for result in results]
 
 
-async def evaluate_checkpoint(
-    checkpoint: bytes, evaluation: Any, default_task: str, horizon: int
-) -> list[dict[str, Any]]:
-    """:func:`run_evaluation` as a Ray task (one CPU, ``JAX_PLATFORMS=cpu``).
+class EvaluationTask:
+    """One run of :func:`run_evaluation` as a Ray task (one CPU, ``JAX_PLATFORMS=cpu``) that
+    can be stopped before it starts or while it runs: :meth:`run` then returns None."""
 
-    ``evaluation`` is an ``EvaluationConfig``: its task ("" = ``default_task``), steps (None =
-    its multiple of ``horizon``), seeds and baselines.
-    """
-    task = evaluation.task or default_task
-    return await evaluation_task(checkpoint, task, evaluation.steps_for(horizon), evaluation)
+    def __init__(self) -> None:
+        self._ref: Any = None
+        self._stopped = False
+
+    async def run(
+        self, checkpoint: bytes, task: str, steps: int, evaluation: Any
+    ) -> list[dict[str, Any]] | None:
+        """The summaries of the evaluation (``evaluation``: an EvaluationConfig), or None when
+        :meth:`stop` came first."""
+        if self._stopped:
+            return None
+        self._ref = await asyncio.to_thread(_submit, checkpoint, task, steps, evaluation)
+        if self._stopped:  # stop() came while the task was being submitted
+            await self.stop()
+        try:
+            return await self._ref
+        except Exception:
+            if self._stopped:  # the cancelled task's error
+                return None
+            raise
+
+    async def stop(self) -> None:
+        import ray
+
+        self._stopped = True
+        if self._ref is not None:
+            await asyncio.to_thread(ray.cancel, self._ref, force=True)
 
 
-def evaluation_task(checkpoint: bytes, task: str, steps: int, evaluation: Any) -> Any:
-    """The Ray task (one CPU, ``JAX_PLATFORMS=cpu``) of :func:`run_evaluation`: its ref."""
+def _submit(checkpoint: bytes, task: str, steps: int, evaluation: Any) -> Any:
     import ray
 
     remote = ray.remote(run_evaluation).options(
@@ -93,73 +117,44 @@ def evaluation_task(checkpoint: bytes, task: str, steps: int, evaluation: Any) -
     return remote.remote(checkpoint, task, steps, evaluation.seeds, tuple(evaluation.baselines))
 
 
+def checkpoint_task_and_horizon(data: bytes, evaluation: Any) -> tuple[str, int]:
+    """The task and inner steps of evaluating checkpoint ``data``: the evaluation's own, else
+    the checkpoint's first meta-training task and EVAL_HORIZON_MULTIPLE x its horizon."""
+    from star_core.training.checkpoint import load_checkpoint
+
+    config = load_checkpoint(data).metadata.get("meta_train_config") or {}
+    task = evaluation.task or (config.get("tasks") or [""])[0]
+    horizon = (config.get("estimator") or {}).get("horizon")
+    if not task or (evaluation.steps is None and not horizon):
+        raise ValueError("the checkpoint does not say its task and horizon: give task and steps")
+    return task, evaluation.steps_for(horizon or 1)
+
+
 class EvaluationRunner:
-    """Runs one evaluation job (the Evaluate RPC): PENDING -> RUNNING -> SUCCEEDED with the
-    summaries stored on the job, CANCELLED when stopped, FAILED with the reason."""
+    """Runs one evaluation job (the Evaluate RPC) under ``lifecycle.run_job``: SUCCEEDED with
+    the summaries stored on the job, CANCELLED / back to PENDING when stopped."""
 
     def __init__(self, store: Any, checkpoints: Any, job_id: str, spec: Any):
         self.store = store
         self.checkpoints = checkpoints
         self.job_id = job_id
         self.spec = spec  # an EvaluationJobSpec
-        self.stop_reason: Any = None
-        self._ref: Any = None
+        self.stop_reason: StopReason | None = None
+        self._task = EvaluationTask()
 
-    async def stop(self, reason: Any) -> None:
-        import ray
-
+    async def stop(self, reason: StopReason) -> None:
         self.stop_reason = reason
-        if self._ref is not None:
-            ray.cancel(self._ref, force=True)
+        await self._task.stop()
 
-    async def run(self) -> Any:
-        import asyncio
-
-        from services.cluster.runner import StopReason, start_job
-        from services.domain import JobState
-
-        if not await start_job(self.store, self.job_id):
-            return (await asyncio.to_thread(self.store.get_job, self.job_id)).state
-        try:
-            summaries = await self._evaluate()
-        except Exception as err:
-            if self.stop_reason is StopReason.SHUTDOWN:
-                return await self._end(JobState.PENDING, "service stopping: runs again later")
-            if self.stop_reason is StopReason.CANCEL:
-                return await self._end(JobState.CANCELLED, "cancelled")
-            return await self._end(JobState.FAILED, f"{type(err).__name__}: {err}")
-        await asyncio.to_thread(self.store.set_evaluation, self.job_id, summaries)
-        return await self._end(JobState.SUCCEEDED, "evaluated")
-
-    async def _end(self, state: Any, reason: str) -> Any:
-        import asyncio
-
-        job = await asyncio.to_thread(self.store.get_job, self.job_id)
-        if job.state.is_terminal():
-            return job.state
-        await asyncio.to_thread(self.store.transition, self.job_id, state, reason)
-        return state
-
-    async def _evaluate(self) -> list[dict[str, Any]]:
-        import asyncio
-
-        from star_core.training.checkpoint import load_checkpoint
-
+    async def execute(self) -> Outcome:
         record = await asyncio.to_thread(self.store.get_checkpoint, self.spec.checkpoint_id)
         data = await asyncio.to_thread(self.checkpoints.read_bytes, record)
-        config = load_checkpoint(data).metadata.get("meta_train_config") or {}
         evaluation = self.spec.evaluation
-        task = evaluation.task or (config.get("tasks") or [""])[0]
-        horizon = (config.get("estimator") or {}).get("horizon")
-        if not task or (evaluation.steps is None and not horizon):
-            raise ValueError(
-                "the checkpoint does not say its task and horizon: give task and steps"
-            )
-        await asyncio.to_thread(
-            self.store.log,
-            self.job_id,
-            "INFO",
-            f"evaluating checkpoint {record.checkpoint_id} on {task}",
-        )
-        self._ref = evaluation_task(data, task, evaluation.steps_for(horizon or 1), evaluation)
-        return await self._ref
+        task, steps = await asyncio.to_thread(checkpoint_task_and_horizon, data, evaluation)
+        message = f"evaluating checkpoint {record.checkpoint_id} on {task}"
+        await asyncio.to_thread(self.store.log, self.job_id, "INFO", message)
+        summaries = await self._task.run(data, task, steps, evaluation)
+        if summaries is None or self.stop_reason is not None:
+            return stopped_outcome(self.stop_reason, "the evaluation")
+        await asyncio.to_thread(self.store.set_evaluation, self.job_id, summaries)
+        return Outcome(JobState.SUCCEEDED, "evaluated")

@@ -9,7 +9,8 @@
   token authentication, this process needs its token: ``RAY_AUTH_TOKEN`` or
   ``RAY_AUTH_TOKEN_PATH`` in the environment, or ``~/.ray/auth_token`` (Ray's own lookup).
 
-Whether the cluster has GPUs is read from ``ray.cluster_resources()`` when a job starts.
+What the cluster offers (GPUs, the learners' ``star_learner`` resource) is read from
+``ray.cluster_resources()`` when a job starts (``services.cluster.placement``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import logging
 import os
 import secrets
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,16 @@ NAMESPACE = "star"
 # Bytes of randomness of a generated Ray auth token (hex encoded).
 TOKEN_BYTES = 32
 AUTH_MODE_ENV = "RAY_AUTH_MODE"
+# The custom Ray resource of the nodes that host learners (a learner takes one unit; see
+# services.cluster.placement). A local instance offers it on its one node, enough for every
+# job the service runs at once (--max-running bounds them; a learner asks for no CPU).
+LEARNER_RESOURCE = "star_learner"
+LOCAL_LEARNER_SLOTS = 1000
+# Attempts at creating a named actor whose name a leftover holds, and seconds between them: a
+# learner or worker of a process that died, which Ray removes only once the GCS declares its
+# node dead (~15-30 s), while a new one may start within seconds.
+NAME_ATTEMPTS = 5
+NAME_RETRY_DELAY_S = 1.0
 AUTH_TOKEN_PATH_ENV = "RAY_AUTH_TOKEN_PATH"
 
 
@@ -90,6 +102,7 @@ def connect(
     context = ray.init(
         address="local",
         num_cpus=num_cpus,
+        resources={LEARNER_RESOURCE: LOCAL_LEARNER_SLOTS},
         namespace=NAMESPACE,
         logging_level=logging.WARNING,
         **options,
@@ -128,16 +141,31 @@ def disconnect(connection: RayConnection) -> None:
         ray.shutdown()
 
 
-def cluster_gpus() -> float:
-    """GPUs in the whole cluster (0.0 on a CPU-only cluster)."""
+def cluster_resources() -> dict[str, float]:
+    """The whole cluster's resources (``CPU``, ``GPU``, custom ones) as Ray reports them."""
     import ray
 
-    return float(ray.cluster_resources().get("GPU", 0.0))
+    return {name: float(amount) for name, amount in ray.cluster_resources().items()}
 
 
-def missing_resources(requested: dict[str, float]) -> list[str]:
-    """The custom resources in ``requested`` that no node of the cluster has enough of."""
+def kill_named(name: str) -> None:
+    """Kill the service's actor ``name`` if it exists (a leftover of a process that died)."""
     import ray
 
-    have = ray.cluster_resources()
-    return sorted(name for name, amount in requested.items() if have.get(name, 0.0) < amount)
+    try:
+        actor = ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:  # no such actor (gone meanwhile)
+        return
+    ray.kill(actor, no_restart=True)
+
+
+def create_named(remote_class: Any, name: str, *args: Any, **options: Any) -> Any:
+    """The actor ``name`` of ``remote_class`` (a ``ray.remote`` class) created with ``args``;
+    a leftover actor that holds the name is killed first (blocking: run it off an event loop)."""
+    for _ in range(NAME_ATTEMPTS):
+        try:
+            return remote_class.options(name=name, namespace=NAMESPACE, **options).remote(*args)
+        except ValueError:  # the name is taken
+            kill_named(name)
+            time.sleep(NAME_RETRY_DELAY_S)
+    raise RuntimeError(f"an actor named {name} is in the way and could not be removed")

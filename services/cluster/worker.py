@@ -10,7 +10,6 @@ particles, which PES tolerates (a new particle is an episode start).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -22,13 +21,12 @@ logger = logging.getLogger(__name__)
 class WorkerActor:
     """Ray actor class (wrapped with ``ray.remote`` by the learner); see the module docstring."""
 
-    def __init__(self, config_json: str, index: int):
+    def __init__(self, config: Any, index: int):
         # JAX is imported here, after Ray has set the process's environment (JAX_PLATFORMS,
         # XLA_FLAGS, XLA_PYTHON_CLIENT_PREALLOCATE) from the actor's runtime_env.
-        from star_core.training.config import MetaTrainConfig
         from star_core.training.worker import EstimationWorker
 
-        self.worker = EstimationWorker(MetaTrainConfig.from_dict(json.loads(config_json)), index)
+        self.worker = EstimationWorker(config, index)  # config: the job's MetaTrainConfig
         self.index = index
 
     def placement(self) -> dict[str, Any]:
