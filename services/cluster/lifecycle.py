@@ -65,7 +65,11 @@ def stopped_outcome(reason: StopReason | None, what: str = "") -> Outcome:
 
 
 def failure_reason(err: BaseException) -> str:
-    """The FAILED reason of an exception: its type and its first line."""
+    """The FAILED reason of an exception: its type and its first line (for an error raised in
+    a Ray task, that of the task's own exception, which Ray keeps as ``cause``)."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException):
+        err = cause
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 

@@ -59,11 +59,11 @@ class JobMetrics:
             cls = metrics.Gauge if metric.kind == "gauge" else metrics.Counter
             self.handles.append((metric, cls(metric.name, metric.description, METRIC_TAGS)))
 
-    def record(self, step: int, record: dict[str, Any]) -> None:
-        """Export one outer step's record: gauges set (NaN skipped), counters incremented."""
-        values = {**record, "step": step}
+    def record(self, step: int, record: Any) -> None:
+        """Export one outer step's ``StepRecord`` (``services.cluster.events``): gauges set
+        (NaN skipped), counters incremented."""
         for metric, handle in self.handles:
-            value = values[metric.field]
+            value = step if metric.field == "step" else getattr(record, metric.field)
             if metric.kind == "gauge":
                 if value == value:  # NaN is not exported
                     handle.set(value, tags=self.tags)

@@ -1,0 +1,132 @@
+"""Faults a cluster guarantees, on the real service: real Ray, gRPC on loopback, SQLite.
+
+- the learner actor's process SIGKILLed two or more steps after a checkpoint: the job is
+  requeued to that checkpoint and succeeds, its step never below it;
+- the final evaluation raises: the job ends FAILED with the reason (never RUNNING for ever);
+- a cancel during the final evaluation stops it: CANCELLED;
+- Ray's control plane (the GCS process) stalled while a job is being started: the API still
+  answers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from ray.util.state import list_actors
+
+from services.cluster.learner import learner_name
+from services.generated.star.v1 import job_pb2, service_pb2
+from tests.services.service_fixtures import tiny_spec, watch
+
+pytestmark = pytest.mark.slow
+
+# Seconds an API call may take while the GCS is stopped.
+API_DEADLINE_S = 2.0
+# Seconds the GCS stays stopped (short: Ray's own timeouts are much longer).
+GCS_STOP_S = 5.0
+
+
+def _submit(client, spec) -> job_pb2.Job:
+    return client.SubmitJob(service_pb2.SubmitJobRequest(spec=spec))
+
+
+def _state(event) -> int | None:
+    return event.state_change.to_state if event.WhichOneof("event") == "state_change" else None
+
+
+def _learner_pid(job_id: str, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = list_actors(
+            filters=[("name", "=", learner_name(job_id)), ("state", "=", "ALIVE")], detail=True
+        )
+        if alive and alive[0].pid:
+            return alive[0].pid
+        time.sleep(0.2)
+    raise AssertionError(f"no live learner of {job_id}")
+
+
+def test_a_killed_learner_resumes_from_the_checkpoint_and_the_job_succeeds(ray_session, client):
+    spec = tiny_spec(outer_steps=120, checkpoint_interval=5)
+    job = _submit(client, spec)
+    events, checkpoint, killed = [], None, False
+    for event in watch(client, job.job_id):
+        events.append(event)
+        kind = event.WhichOneof("event")
+        if kind == "checkpoint_written" and checkpoint is None:
+            checkpoint = event.checkpoint_written.checkpoint.step
+        if kind == "metrics" and checkpoint and not killed and event.metrics.step >= checkpoint + 2:
+            os.kill(_learner_pid(job.job_id), signal.SIGKILL)
+            killed = True
+    assert killed, "the job ended before the learner could be killed"
+    assert _state(events[-1]) == job_pb2.JOB_STATE_SUCCEEDED, events[-1]
+    requeues = [
+        i
+        for i, e in enumerate(events)
+        if _state(e) == job_pb2.JOB_STATE_PENDING and "learner lost" in e.state_change.reason
+    ]
+    assert len(requeues) == 1
+    resumed_from = events[requeues[0]].job.step
+    assert resumed_from >= checkpoint and resumed_from % 5 == 0
+    after = [e for e in events[requeues[0] :] if e.WhichOneof("event") == "metrics"]
+    assert [e.metrics.step for e in after] == list(range(resumed_from + 1, 121))
+    first_checkpoint = next(
+        i for i, e in enumerate(events) if e.WhichOneof("event") == "checkpoint_written"
+    )
+    assert min(e.job.step for e in events[first_checkpoint:]) >= checkpoint
+
+
+def test_an_evaluation_that_raises_fails_the_job_with_the_reason(client):
+    # fmnist_mlp reads prepared data that this machine does not have: the evaluation raises.
+    spec = tiny_spec(outer_steps=2, checkpoint_interval=2)
+    spec.evaluation.CopyFrom(job_pb2.EvaluationSpec(task="fmnist_mlp", steps=10, seeds=1))
+    job = _submit(client, spec)
+    events = list(watch(client, job.job_id))
+    assert _state(events[-1]) == job_pb2.JOB_STATE_FAILED
+    assert "FileNotFoundError" in events[-1].job.error
+    assert "star data prepare" in events[-1].job.error
+
+
+def test_a_cancel_during_the_final_evaluation_ends_the_job_cancelled(client):
+    spec = tiny_spec(outer_steps=2, checkpoint_interval=2)
+    # An evaluation far longer than the test: a million inner steps on the quadratic.
+    spec.evaluation.CopyFrom(job_pb2.EvaluationSpec(task="nqm", steps=1_000_000, seeds=4))
+    job = _submit(client, spec)
+    cancelled_at = None
+    for event in watch(client, job.job_id):
+        if event.WhichOneof("event") == "log" and "evaluating" in event.log.message:
+            client.CancelJob(service_pb2.CancelJobRequest(job_id=job.job_id))
+            cancelled_at = time.monotonic()
+        last = event
+    assert cancelled_at is not None
+    assert _state(last) == job_pb2.JOB_STATE_CANCELLED
+    assert time.monotonic() - cancelled_at < 60
+
+
+def _gcs_pid(ray) -> int:
+    node = ray._private.worker._global_node
+    return node.all_processes["gcs_server"][0].process.pid
+
+
+def test_a_stalled_gcs_does_not_freeze_the_api(ray_session, client):
+    pid = _gcs_pid(ray_session)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        job = _submit(client, tiny_spec(outer_steps=3))  # its runner now blocks on Ray
+        deadline = time.monotonic() + GCS_STOP_S
+        answers = 0
+        while time.monotonic() < deadline:
+            start = time.monotonic()
+            client.GetJob(service_pb2.GetJobRequest(job_id=job.job_id), timeout=API_DEADLINE_S)
+            client.ListJobs(service_pb2.ListJobsRequest(page_size=5), timeout=API_DEADLINE_S)
+            assert time.monotonic() - start < API_DEADLINE_S
+            answers += 1
+            time.sleep(0.2)
+        assert answers >= 5
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    events = list(watch(client, job.job_id))
+    assert _state(events[-1]) == job_pb2.JOB_STATE_SUCCEEDED
