@@ -48,9 +48,14 @@ class ServiceOptions:
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int | None = None
     run_scheduler: bool = True
-    # The training workers' actor class (None: services.cluster.worker.WorkerActor). Not a
-    # flag: benchmarks/cluster_scaling.py plugs in a stand-in estimator here.
+    # Not flags; for programs that embed the service. worker_class: the training workers' actor
+    # class (None: services.cluster.worker.WorkerActor; benchmarks/cluster_scaling.py plugs in
+    # a stand-in estimator). runner_factory(job): the runner of each job (None: the real ones;
+    # tests of the API and the store under load use stand-ins, and then need no Ray: connect_ray
+    # False).
     worker_class: type | None = None
+    runner_factory: Any = None
+    connect_ray: bool = True
 
 
 class StarService:
@@ -81,13 +86,14 @@ class StarService:
         options = self.options
         data_dir = Path(options.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
-        self.ray = runtime.connect(
-            options.ray_address,
-            data_dir,
-            num_cpus=options.num_cpus,
-            dashboard_host=options.dashboard_host,
-            dashboard_port=options.dashboard_port,
-        )
+        if options.connect_ray:
+            self.ray = runtime.connect(
+                options.ray_address,
+                data_dir,
+                num_cpus=options.num_cpus,
+                dashboard_host=options.dashboard_host,
+                dashboard_port=options.dashboard_port,
+            )
         await self._start_components(data_dir)
 
     async def _start_components(self, data_dir: Path) -> None:
@@ -110,6 +116,7 @@ class StarService:
             max_jobs=options.max_jobs,
             max_running=options.max_running,
             worker_class=options.worker_class,
+            runner_factory=options.runner_factory,
         )
         await self.manager.start()
         if options.run_scheduler:

@@ -60,8 +60,9 @@ class StepRecord:
 @dataclasses.dataclass(frozen=True)
 class Placement:
     workers: tuple[WorkerPlacement, ...]
-    learner_node: str = ""  # the learner's own Ray node and host, for the job log
+    learner_node: str = ""  # the learner's own Ray node, host and pid, for the job log
     learner_host: str = ""
+    learner_pid: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,6 +25,7 @@ Each outer step ``s``:
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -129,7 +130,9 @@ class LearnerActor:
 
         workers = tuple(events.placement_of(r) for r in pool.placements(self._stop))
         node = ray.get_runtime_context().get_node_id()
-        return events.Placement(workers, learner_node=node, learner_host=socket.gethostname())
+        return events.Placement(
+            workers, learner_node=node, learner_host=socket.gethostname(), learner_pid=os.getpid()
+        )
 
     def _checkpoint_due(self) -> bool:
         step = self.state.step

@@ -103,7 +103,7 @@ def describe(event: events.Placement, plan: Plan) -> list[tuple[str, str]]:
         if worker.device == "cpu" and not worker.cores:
             note = f": {worker.pin_note}" if worker.pin_note else ""
             lines.append(("WARNING", f"worker {worker.worker} runs unpinned{note}"))
-    where = f"{event.learner_host} (node {event.learner_node})"
+    where = f"{event.learner_host} (node {event.learner_node}, pid {event.learner_pid})"
     if plan.learner_home:
         lines.append(("INFO", f"learner: {where}"))
     else:

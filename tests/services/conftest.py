@@ -41,7 +41,16 @@ def ray_session():
     """One local Ray instance for every test of the session that needs Ray."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, namespace="star", logging_level="WARNING")
+    from services.cluster.runtime import LEARNER_RESOURCE, LOCAL_LEARNER_SLOTS
+
+    # As the embedded default's local instance: 2 CPUs for workers, a home for learners.
+    ray.init(
+        num_cpus=2,
+        resources={LEARNER_RESOURCE: LOCAL_LEARNER_SLOTS},
+        include_dashboard=False,
+        namespace="star",
+        logging_level="WARNING",
+    )
     try:
         yield ray
     finally:

@@ -36,7 +36,9 @@ def test_the_learner_asks_for_its_home_when_the_cluster_has_one(cluster, home):
 
 
 def _placement(*workers, learner="node-l") -> events.Placement:
-    return events.Placement(tuple(workers), learner_node=learner, learner_host="host-l")
+    return events.Placement(
+        tuple(workers), learner_node=learner, learner_host="host-l", learner_pid=42
+    )
 
 
 def _worker(index, cores=(), note="", device="cpu"):
@@ -53,7 +55,7 @@ def test_the_log_names_each_worker_its_cores_and_the_learners_home():
     lines = placement.describe(_placement(_worker(1, (1,)), _worker(0, (0,))), _plan(True))
     assert lines == [
         ("INFO", "workers: 0@h(cpu, cores 0), 1@h(cpu, cores 1)"),
-        ("INFO", "learner: host-l (node node-l)"),
+        ("INFO", "learner: host-l (node node-l, pid 42)"),
     ]
 
 

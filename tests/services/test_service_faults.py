@@ -10,14 +10,15 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
+import re
 import signal
 import time
 
 import pytest
-from ray.util.state import list_actors
 
-from services.cluster.learner import learner_name
 from services.generated.star.v1 import job_pb2, service_pb2
 from tests.services.service_fixtures import tiny_spec, watch
 
@@ -37,16 +38,14 @@ def _state(event) -> int | None:
     return event.state_change.to_state if event.WhichOneof("event") == "state_change" else None
 
 
-def _learner_pid(job_id: str, timeout: float = 60.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = list_actors(
-            filters=[("name", "=", learner_name(job_id)), ("state", "=", "ALIVE")], detail=True
-        )
-        if alive and alive[0].pid:
-            return alive[0].pid
-        time.sleep(0.2)
-    raise AssertionError(f"no live learner of {job_id}")
+def _learner_pid(events) -> int:
+    """The learner's pid, from the job's log line that says where it runs."""
+    for event in events:
+        if event.WhichOneof("event") == "log":
+            found = re.search(r"learner.* \(node \S+, pid (\d+)\)$", event.log.message)
+            if found:
+                return int(found.group(1))
+    raise AssertionError("the job's log does not say where its learner runs")
 
 
 def test_a_killed_learner_resumes_from_the_checkpoint_and_the_job_succeeds(ray_session, client):
@@ -59,7 +58,7 @@ def test_a_killed_learner_resumes_from_the_checkpoint_and_the_job_succeeds(ray_s
         if kind == "checkpoint_written" and checkpoint is None:
             checkpoint = event.checkpoint_written.checkpoint.step
         if kind == "metrics" and checkpoint and not killed and event.metrics.step >= checkpoint + 2:
-            os.kill(_learner_pid(job.job_id), signal.SIGKILL)
+            os.kill(_learner_pid(events), signal.SIGKILL)
             killed = True
     assert killed, "the job ended before the learner could be killed"
     assert _state(events[-1]) == job_pb2.JOB_STATE_SUCCEEDED, events[-1]
@@ -130,3 +129,31 @@ def test_a_stalled_gcs_does_not_freeze_the_api(ray_session, client):
         os.kill(pid, signal.SIGCONT)
     events = list(watch(client, job.job_id))
     assert _state(events[-1]) == job_pb2.JOB_STATE_SUCCEEDED
+
+
+def test_a_full_disk_fails_the_job_and_keeps_the_earlier_checkpoints(running_service, client):
+    checkpoints = running_service.service.manager.checkpoints
+    write = checkpoints.write
+    calls = []
+
+    def write_until_the_disk_is_full(job_id, step, data):
+        calls.append(step)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(job_id, step, data)
+
+    checkpoints.write = write_until_the_disk_is_full
+    try:
+        job = _submit(client, tiny_spec(outer_steps=9, checkpoint_interval=3))
+        events = list(watch(client, job.job_id))
+    finally:
+        del checkpoints.write  # the instance attribute: the class's method again
+    assert _state(events[-1]) == job_pb2.JOB_STATE_FAILED
+    assert "No space left on device" in events[-1].job.error
+    listing = client.ListCheckpoints(service_pb2.ListCheckpointsRequest(job_id=job.job_id))
+    assert [c.step for c in listing.checkpoints] == [3]
+    chunks = client.FetchCheckpoint(
+        service_pb2.FetchCheckpointRequest(checkpoint_id=listing.checkpoints[0].checkpoint_id)
+    )
+    data = b"".join(c.data for c in chunks)
+    assert hashlib.sha256(data).hexdigest() == listing.checkpoints[0].sha256
