@@ -58,6 +58,7 @@ def distributed_of_command(line: str) -> DistributedConfig:
     args = build_parser().parse_args(shlex.split(line, comments=True)[1:])
     if args.spec_file is not None:
         args.spec_file = REPO / args.spec_file
+        assert args.spec_file.is_file(), f"{line}: {args.spec_file} is not in the repository"
     return spec_from_proto(spec_from_args(args)).distributed
 
 
@@ -65,8 +66,16 @@ def distributed_of_file(path: Path) -> DistributedConfig:
     return spec_from_proto(spec_from_dict(load_spec_file(path), str(path))).distributed
 
 
+def readme_json_specs() -> list[str]:
+    return re.findall(r"```json\n(.*?)```", README.read_text(), re.S)
+
+
 def example_jobs() -> dict[str, DistributedConfig]:
-    jobs = {str(p.relative_to(REPO)): distributed_of_file(p) for p in sorted(EXAMPLES.iterdir())}
+    """Every job deploy/ shows: its spec files, the JSON specs and `star submit` lines of its
+    README, by where they come from."""
+    jobs = {str(p.relative_to(REPO)): distributed_of_file(p) for p in sorted(EXAMPLES.glob("*"))}
+    for block in readme_json_specs():
+        jobs[block] = spec_from_proto(spec_from_dict(json.loads(block))).distributed
     jobs.update({line: distributed_of_command(line) for line in readme_submit_lines()})
     return jobs
 
@@ -77,7 +86,7 @@ def example_jobs() -> dict[str, DistributedConfig]:
 def test_readme_submits_the_example_files_and_shows_them_as_they_are():
     submitted = {shlex.split(line, comments=True)[2] for line in readme_submit_lines()}
     assert submitted == {str(p.relative_to(REPO)) for p in EXAMPLES.iterdir()}
-    shown = re.findall(r"```json\n(.*?)```", README.read_text(), re.S)
+    shown = readme_json_specs()
     files = {json.dumps(json.loads(p.read_text())) for p in EXAMPLES.glob("*.json")}
     assert shown and {json.dumps(json.loads(block)) for block in shown} <= files
 
@@ -86,11 +95,11 @@ def test_readme_submits_the_example_files_and_shows_them_as_they_are():
 def test_every_example_job_fits_the_cluster(cluster):
     groups = clusters()[cluster]
     jobs = example_jobs()
-    assert len(jobs) >= 4  # two files, three README commands
     for source, distributed in jobs.items():
         placed = place(distributed, groups)  # AssertionError naming what does not fit
         assert placed["learner"] == ["learner"], source
         assert len(placed["workers"]) == distributed.num_workers, source
+    assert len(jobs) >= 6  # two files, one JSON block and three commands in the README
 
 
 def test_the_gpu_example_shares_the_one_gpu_and_the_cpu_example_stays_off_it():
@@ -163,10 +172,10 @@ def test_readme_sizes_the_learner_node_as_the_manifests_do():
     memory = requests["memory"].replace("Gi", " GiB")
     jobs = max_jobs()["kuberay"]
     sentence = (
-        f"the {requests['cpu']} CPUs and {memory} here hold the\n"
-        f"learners of the {jobs} jobs `--max-jobs {jobs}` lets run at once"
+        f"the {requests['cpu']} CPUs and {memory} here hold the learners of the {jobs} jobs "
+        f"`--max-jobs {jobs}` lets run at once"
     )
-    assert sentence in README.read_text()
+    assert sentence in " ".join(README.read_text().split())
     assert ray_up_config()["available_node_types"]["learner"]["resources"]["CPU"] == int(
         requests["cpu"]
     )
