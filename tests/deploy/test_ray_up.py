@@ -114,7 +114,7 @@ def test_setup_installs_the_project_from_this_repository():
     install = cfg["setup_commands"][0]
     assert install.startswith("cd ~/star && if [ -f constraints.txt ]; then")
     assert "pip install --no-cache-dir -c constraints.txt ." in install
-    assert "else pip install --no-cache-dir . ; fi" in install
+    assert "else pip install --no-cache-dir . ; fi && pip check &&" in install
 
 
 def ray_start_flags(command: str) -> dict[str, str]:
@@ -181,7 +181,13 @@ def test_gpu_node_type_has_a_gpu_the_star_gpu_node_resource_and_jax_cuda():
     ]
     install, jax_cuda = gpu["worker_setup_commands"]
     assert install == cfg["setup_commands"][0]  # its own list replaces the global one
-    assert jax_cuda.startswith('pip install --no-cache-dir "jax[cuda12]==$(python -c')
+    # The same pins as the cuda12 image (the repository is at ~/star on every node).
+    constraints = "~/star/deploy/docker/cuda12-constraints.txt"
+    assert (REPO / constraints.removeprefix("~/star/")).is_file()
+    assert jax_cuda.startswith(
+        f'pip install --no-cache-dir -c {constraints} "jax[cuda12]==$(python -c'
+    )
+    assert jax_cuda.endswith("&& pip check")
     cpu = cfg["available_node_types"]["cpu_worker"]
     assert "GPU" not in cpu["resources"] and cpu["resources"]["CPU"] >= 1
 
