@@ -121,7 +121,7 @@ def place(distributed: DistributedConfig, groups: list[NodeGroup]) -> dict[str, 
         )
         where = next(fits, None)
         assert where is not None, (
-            f"worker {index} of {distributed.num_workers} ({demand} each) does not fit: "
+            f"only {index} of {distributed.num_workers} workers ({demand} each) fit: "
             f"{[(g.name, g.count, dict(g.resources)) for g in groups]}"
         )
         workers.append(where)

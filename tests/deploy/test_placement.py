@@ -120,11 +120,13 @@ def test_a_job_asking_one_gpu_per_worker_beyond_the_clusters_gpus_does_not_fit()
     pinned = DistributedConfig(num_workers=4, worker_resources={"star_gpu_node": 0.5})
     too_wide = DistributedConfig(num_workers=64, gpus_per_worker=0, cpus_per_worker=2)
     for groups in clusters().values():
-        with pytest.raises(AssertionError, match=r"worker 1 of 4 \(\{'CPU': 1.0, 'GPU': 1.0\}"):
+        with pytest.raises(
+            AssertionError, match=r"only 1 of 4 workers \(\{'CPU': 1.0, 'GPU': 1.0\}"
+        ):
             place(former, groups)
-        with pytest.raises(AssertionError, match="worker 2 of 4"):
+        with pytest.raises(AssertionError, match="only 2 of 4 workers"):
             place(pinned, groups)  # a quarter of the GPU each, but half a star_gpu_node
-        with pytest.raises(AssertionError, match="worker .* of 64"):
+        with pytest.raises(AssertionError, match="of 64 workers"):
             place(too_wide, groups)
 
 
