@@ -69,6 +69,12 @@ def _lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def _serving(stubs: Path) -> bool:
+    """The loop recorded the service's pid and the service itself has started (on a loaded
+    machine the pid file can come before the fake `star` gets to record its call)."""
+    return (stubs / "run" / "star-serve.pid").exists() and bool(_lines(stubs / "star-calls"))
+
+
 @pytest.fixture
 def start(stubs: Path):
     procs: list[subprocess.Popen] = []
@@ -125,7 +131,7 @@ def test_restarts_star_serve_after_a_crash_and_stop_ends_it_for_good(stubs, star
 def test_a_second_loop_refuses_to_start_while_one_runs(stubs, start):
     (stubs / "ray-up").touch()
     first = start()
-    _wait_for(lambda: (stubs / "run" / "star-serve.pid").exists(), "the first service")
+    _wait_for(lambda: _serving(stubs), "the first service")
     second = subprocess.run(
         ["bash", str(SCRIPT)], env=_env(stubs), capture_output=True, text=True, timeout=TIMEOUT_S
     )
@@ -153,7 +159,7 @@ def test_a_clean_exit_is_not_restarted(stubs, start):
 def test_sigterm_to_the_loop_stops_the_service(stubs, start):
     (stubs / "ray-up").touch()
     loop = start()
-    _wait_for(lambda: (stubs / "run" / "star-serve.pid").exists(), "the pid file")
+    _wait_for(lambda: _serving(stubs), "the service")
     loop.send_signal(signal.SIGTERM)
     assert loop.wait(timeout=TIMEOUT_S) == 0
     assert len(_lines(stubs / "star-calls")) == 1
