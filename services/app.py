@@ -13,7 +13,7 @@ Data directory layout::
     <data-dir>/checkpoints/       one folder of checkpoint files per job
     <data-dir>/ray/auth_token     the token of the local Ray instance (embedded default only)
 
-``start()`` first takes the data directory's lock (``services.store.lock``: a second service on
+``start()`` first takes the data directory's lock (``services.exclusive``: a second service on
 the same directory stops at once with DataDirectoryInUse, before it could requeue and run the
 first one's jobs) and checks that the port is free (AddressInUse), then connects to Ray (before
 JAX is imported by anything), opens the store, sweeps the checkpoint folder of what an
@@ -81,14 +81,15 @@ class StarService:
         return f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
 
     async def start(self) -> None:
-        from services.api.server import check_address
-        from services.cluster import runtime
-        from services.store.lock import DataDirectoryLock
+        from services.exclusive import DataDirectoryLock, check_address
 
         options = self.options
         data_dir = Path(options.data_dir)
-        self.lock = DataDirectoryLock(data_dir).acquire()
+        self.lock = DataDirectoryLock(data_dir).acquire()  # before any heavy import
         check_address(options.host, options.port)
+
+        from services.cluster import runtime
+
         self.ray = runtime.connect(
             options.ray_address,
             data_dir,
@@ -144,10 +145,8 @@ class StarService:
         )
 
     async def stop(self) -> None:
-        """Stop serving; running jobs checkpoint and resume on the next start."""
-        from services.api.server import stop_server
-        from services.cluster import runtime
-
+        """Stop serving; running jobs checkpoint and resume on the next start. (Imports only
+        what started: a start refused at the lock stops at once.)"""
         try:
             if self.server is not None:
                 await self.server.health.enter_graceful_shutdown()
@@ -156,10 +155,14 @@ class StarService:
             if self.manager is not None:
                 await self.manager.shutdown()
             if self.server is not None:
+                from services.api.server import stop_server
+
                 await stop_server(self.server)
             if self.store is not None:
                 self.store.close()
             if self.ray is not None:
+                from services.cluster import runtime
+
                 runtime.disconnect(self.ray)
         finally:
             if self.lock is not None:

@@ -6,17 +6,15 @@ SERVING while the server runs, NOT_SERVING while it stops) and reflection stay o
 token. Without TLS on a non-loopback address, a warning says that the API is unencrypted.
 
 One server per port: SO_REUSEPORT is off, so a port that another process listens on is
-refused (:class:`AddressInUse`) instead of shared. :func:`check_address` tells it before
-anything else starts (``star serve`` calls it before Ray); ``build_server`` enforces it.
+refused (``services.exclusive.AddressInUse``) instead of shared; ``star serve`` checks the port
+before anything else starts (``services.exclusive.check_address``).
 A request whose bytes do not parse is INVALID_ARGUMENT (``services.api.errors``).
 """
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import logging
-import socket
 from pathlib import Path
 from typing import NamedTuple
 
@@ -27,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from services.api.auth import TokenAuthInterceptor
 from services.api.errors import MalformedRequestInterceptor
 from services.api.servicer import MetaTrainingServicer, add_to_server
+from services.exclusive import AddressInUse
 from services.generated.star.v1 import service_pb2
 
 logger = logging.getLogger(__name__)
@@ -42,10 +41,6 @@ SERVER_OPTIONS = (
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.so_reuseport", 0),
 )
-
-
-class AddressInUse(OSError):
-    """The server cannot listen on its address (another process holds the port)."""
 
 
 class RunningServer(NamedTuple):
@@ -115,32 +110,6 @@ async def build_server(
 
 def _cannot_bind(address: str) -> str:
     return f"cannot listen on {address}: the port is in use, or the address is not this machine's"
-
-
-def check_address(host: str, port: int) -> None:
-    """AddressInUse when another process listens on ``host:port`` (port 0: nothing to check).
-
-    A bind without SO_REUSEPORT, then closed at once: it fails exactly when a server is there
-    (gRPC's own sockets included). Other errors (an address this machine does not have) are
-    left for ``build_server`` to report.
-    """
-    if port == 0:
-        return
-    try:
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except socket.gaierror:
-        return
-    for family, kind, proto, _, sockaddr in infos:
-        with socket.socket(family, kind, proto) as probe:
-            try:
-                probe.bind(sockaddr)
-            except OSError as err:
-                if err.errno == errno.EADDRINUSE:
-                    raise AddressInUse(
-                        f"cannot listen on {host}:{port}: the port is in use (another star serve?)"
-                    ) from err
 
 
 async def stop_server(running: RunningServer, grace: float = 5.0) -> None:

@@ -6,7 +6,7 @@ embedded default. With ``--ray-address`` it joins an existing cluster. SIGTERM o
 it cleanly: running jobs checkpoint and resume when it starts again on the same data directory.
 
 One service per data directory and per port: a second ``star serve`` on a data directory in use
-(its lock, ``services.store.lock``) or on a port in use exits with 2 and one line that names
+(its lock, ``services.exclusive``) or on a port in use exits with 2 and one line that names
 the directory and the holder's pid, or the address.
 """
 
@@ -159,8 +159,7 @@ def run_serve(args: argparse.Namespace) -> int:
     def ready(service) -> None:
         print("\n".join(describe(service)), flush=True)
 
-    from services.api.server import AddressInUse
-    from services.store.lock import DataDirectoryInUse
+    from services.exclusive import AddressInUse, DataDirectoryInUse
 
     try:
         asyncio.run(serve(options, ready))

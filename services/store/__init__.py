@@ -36,7 +36,7 @@ Typical use (the servicer, the runner and the scheduler share one ``Store``)::
     deleted = store.delete_job(job_id)
     files.delete(deleted.deleted + deleted.released)
 
-    # start-up, under the data-directory lock (DataDirectoryLock), before any job runs
+    # start-up, under the data-directory lock (services.exclusive), before any job runs
     files.sweep(store.checkpoint_file_names())
 
     # FetchCheckpoint: ids map to files through the index, never through the request
@@ -50,15 +50,12 @@ and ``star_core.errors.ConfigError`` for bad page tokens, page sizes and offsets
 
 from services.store.checkpoints import CHUNK_SIZE, CheckpointStore, StoredFile, Swept
 from services.store.db import Database
-from services.store.lock import DataDirectoryInUse, DataDirectoryLock
 from services.store.retention import DeletedJob
 from services.store.store import IndexedCheckpoint, Store
 
 __all__ = [
     "CHUNK_SIZE",
     "CheckpointStore",
-    "DataDirectoryInUse",
-    "DataDirectoryLock",
     "Database",
     "DeletedJob",
     "IndexedCheckpoint",

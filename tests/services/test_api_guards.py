@@ -8,6 +8,7 @@ manager); the tests play the runner by writing jobs, events and checkpoints into
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
 
 import grpc
@@ -16,9 +17,9 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.api import convert
-from services.api.server import AddressInUse, check_address
 from services.cli.main import main
 from services.domain import JobState
+from services.exclusive import AddressInUse, check_address
 from services.generated.star.v1 import job_pb2, schedule_pb2, service_pb2, service_pb2_grpc
 from tests.services.api_server import ApiServer
 from tests.services.service_fixtures import tiny_spec
@@ -295,3 +296,16 @@ def test_a_second_server_on_the_same_port_is_refused(api):
         check_address("127.0.0.1", port)
     check_address("127.0.0.1", 0)  # any free port: nothing to check
     assert _serving(api.address)
+
+
+def test_the_port_check_lets_a_restart_through_time_wait():
+    """A server that just stopped leaves connections in TIME_WAIT on its port: the check (as
+    gRPC's own bind) must not take them for a server."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+    listener.close()
+    client.close()
+    check_address("127.0.0.1", port)

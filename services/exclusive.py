@@ -1,10 +1,13 @@
-"""``DataDirectoryLock``: one service per data directory, enforced by the operating system.
+"""What one service holds alone: its data directory (``DataDirectoryLock``) and its port
+(``check_address``). Light on purpose (the standard library only): ``star serve`` checks both
+before it imports the rest of the service or starts Ray, so a second one exits at once.
 
 Two services on one data directory would take each other's jobs: each requeues the jobs the
 store says are RUNNING and runs them too. ``star serve`` therefore takes an exclusive lock on
 ``<data-dir>/star.lock`` before anything else (Ray, the store) and holds it while it runs::
 
     lock = DataDirectoryLock(data_dir).acquire()   # DataDirectoryInUse if another holds it
+    check_address(host, port)                      # AddressInUse if another listens there
     ...
     lock.release()
 
@@ -14,13 +17,21 @@ to be cleaned up by hand. The descriptor is close-on-exec, so the processes the 
 (Ray's) never hold it. The holder writes its pid into the file, so that a second service can
 say who holds the directory. The file itself is never deleted: removing it while another
 process waits on it would let two processes lock two different files of the same name.
+
+The port: gRPC binds with SO_REUSEPORT by default, so two servers would share one port and
+split its calls between them. ``services.api.server`` turns that off; ``check_address`` tells
+beforehand, with a bind of its own that is closed at once: without SO_REUSEPORT (so a listener
+refuses it) and with SO_REUSEADDR, as gRPC's own (so the TIME_WAIT connections of a server that
+just stopped do not block its restart).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import socket
 from pathlib import Path
 
 LOCK_FILE = "star.lock"
@@ -85,3 +96,33 @@ def _read_pid(fd: int) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         return int(os.pread(fd, PID_BYTES, 0).decode().strip())
     return None
+
+
+class AddressInUse(OSError):
+    """The server cannot listen on its address (another process holds the port)."""
+
+
+def check_address(host: str, port: int) -> None:
+    """AddressInUse when another process listens on ``host:port`` (port 0: nothing to check).
+
+    Errors other than "address in use" (an address this machine does not have) are left for
+    the server's own bind to report.
+    """
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror:
+        return
+    for family, kind, proto, _, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as err:
+                if err.errno == errno.EADDRINUSE:
+                    raise AddressInUse(
+                        f"cannot listen on {host}:{port}: the port is in use (another star serve?)"
+                    ) from err
