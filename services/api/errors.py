@@ -24,6 +24,7 @@ every RPC with a single request message, unary or server-streaming.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
@@ -99,9 +100,10 @@ def streaming(
 
     @functools.wraps(handler)
     async def wrapped(self: Any, request: Any, context: grpc.aio.ServicerContext):
-        try:
-            async for message in handler(self, request, context):
-                yield message
+        try:  # aclosing: the handler's finally runs now, not when it is garbage-collected
+            async with contextlib.aclosing(handler(self, request, context)) as messages:
+                async for message in messages:
+                    yield message
         except asyncio.CancelledError:
             logger.debug("%s: the client went away", handler.__name__)
         except Exception as err:

@@ -159,8 +159,9 @@ class MetaTrainingServicer(service_pb2_grpc.MetaTrainingServicer):
 
         unsubscribe = self.store.subscribe(listener)
         try:
-            async for event in self._watch(job.job_id, request, woken):
-                yield event
+            async with contextlib.aclosing(self._watch(job.job_id, request, woken)) as events:
+                async for event in events:
+                    yield event
         finally:
             unsubscribe()
             self._streams -= 1
@@ -210,8 +211,9 @@ class MetaTrainingServicer(service_pb2_grpc.MetaTrainingServicer):
             )
         self._fetch_streams += 1
         try:
-            async for chunk in self._fetch(request):
-                yield chunk
+            async with contextlib.aclosing(self._fetch(request)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
         finally:
             self._fetch_streams -= 1
 
