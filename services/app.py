@@ -8,14 +8,19 @@ Wiring, in dependency order::
 
 Data directory layout::
 
+    <data-dir>/star.lock          held (flock) by the one service that uses the directory
     <data-dir>/star.db            jobs, events, checkpoint index, schedules (SQLite, WAL)
     <data-dir>/checkpoints/       one folder of checkpoint files per job
     <data-dir>/ray/auth_token     the token of the local Ray instance (embedded default only)
 
-``start()`` connects to Ray first (before JAX is imported by anything), then opens the store,
-recovers the jobs a previous process left running, and serves. ``stop()`` reports NOT_SERVING,
-asks every running job to checkpoint (they resume on the next start), stops the server and,
-for the embedded default, the local Ray instance.
+``start()`` first takes the data directory's lock (``services.exclusive``: a second service on
+the same directory stops at once with DataDirectoryInUse, before it could requeue and run the
+first one's jobs) and checks that the port is free (AddressInUse), then connects to Ray (before
+JAX is imported by anything), opens the store, sweeps the checkpoint folder of what an
+interrupted write left (``CheckpointStore.sweep``), recovers the jobs a previous process left
+running, and serves. ``stop()`` reports NOT_SERVING, asks every running job to checkpoint (they
+resume on the next start), stops the server and, for the embedded default, the local Ray
+instance, and releases the lock last.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ class ServiceOptions:
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int | None = None
     run_scheduler: bool = True
+    max_fetch_streams: int = 32  # FetchCheckpoint streams open at once
+    max_schedules: int = 100  # schedules at most
     # Not flags; for programs that embed the service. worker_class: the training workers' actor
     # class (None: services.cluster.worker.WorkerActor; benchmarks/cluster_scaling.py plugs in
     # a stand-in estimator). runner_factory(job): the runner of each job (None: the real ones;
@@ -69,6 +76,7 @@ class StarService:
         self.scheduler: Any = None
         self.server: Any = None
         self.servicer: Any = None
+        self.lock: Any = None
         self._scheduler_task: Any = None
 
     @property
@@ -81,11 +89,16 @@ class StarService:
         return f"{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{self.port}"
 
     async def start(self) -> None:
-        from services.cluster import runtime
+        from services.exclusive import DataDirectoryLock, check_address
 
         options = self.options
         data_dir = Path(options.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = DataDirectoryLock(data_dir).acquire()  # before any heavy import
+        check_address(options.host, options.port)
+
+        from services.cluster import runtime
+
         if options.connect_ray:
             self.ray = runtime.connect(
                 options.ray_address,
@@ -108,6 +121,7 @@ class StarService:
         options = self.options
         self.store = Store(data_dir / DB_FILE)
         checkpoints = CheckpointStore(data_dir / CHECKPOINT_DIR)
+        await asyncio.to_thread(checkpoints.sweep, self.store.checkpoint_file_names())
         self.manager = JobManager(
             self.store,
             checkpoints,
@@ -122,9 +136,17 @@ class StarService:
         if options.run_scheduler:
             from services.schedule import Scheduler
 
-            self.scheduler = Scheduler(self.store, self.manager)
+            self.scheduler = Scheduler(
+                self.store, self.manager, max_schedules=options.max_schedules
+            )
             self._scheduler_task = asyncio.create_task(self.scheduler.run(), name="star-cron")
-        self.servicer = MetaTrainingServicer(self.store, checkpoints, self.manager, self.scheduler)
+        self.servicer = MetaTrainingServicer(
+            self.store,
+            checkpoints,
+            self.manager,
+            self.scheduler,
+            max_fetch_streams=options.max_fetch_streams,
+        )
         self.server = await build_server(
             self.servicer,
             options.host,
@@ -135,22 +157,28 @@ class StarService:
         )
 
     async def stop(self) -> None:
-        """Stop serving; running jobs checkpoint and resume on the next start."""
-        from services.api.server import stop_server
-        from services.cluster import runtime
+        """Stop serving; running jobs checkpoint and resume on the next start. (Imports only
+        what started: a start refused at the lock stops at once.)"""
+        try:
+            if self.server is not None:
+                await self.server.health.enter_graceful_shutdown()
+            if self.scheduler is not None:
+                self.scheduler.stop()
+            if self.manager is not None:
+                await self.manager.shutdown()
+            if self.server is not None:
+                from services.api.server import stop_server
 
-        if self.server is not None:
-            await self.server.health.enter_graceful_shutdown()
-        if self.scheduler is not None:
-            self.scheduler.stop()
-        if self.manager is not None:
-            await self.manager.shutdown()
-        if self.server is not None:
-            await stop_server(self.server)
-        if self.store is not None:
-            self.store.close()
-        if self.ray is not None:
-            runtime.disconnect(self.ray)
+                await stop_server(self.server)
+            if self.store is not None:
+                self.store.close()
+            if self.ray is not None:
+                from services.cluster import runtime
+
+                runtime.disconnect(self.ray)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
 
 
 class BackgroundService:

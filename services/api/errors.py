@@ -14,12 +14,19 @@ anything else                          INTERNAL               "internal error" (
 A request the server could parse or reject never ends with UNKNOWN. Handlers are wrapped with
 :func:`unary` or :func:`streaming`, which map the exceptions with ``await context.abort(...)``.
 A cancelled call (the client went away) ends quietly: no ``CancelledError`` leaves a handler.
+
+A request whose bytes do not parse as its message never reaches a handler: gRPC would answer
+it ``UNKNOWN: Unexpected <class 'DecodeError'>``. :class:`MalformedRequestInterceptor` (installed
+by ``services.api.server``) answers it INVALID_ARGUMENT ``malformed request: ...`` instead, for
+every RPC with a single request message, unary or server-streaming.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -44,6 +51,7 @@ CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (ResourceExhausted, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 INTERNAL_MESSAGE = "internal error"
+MALFORMED_MESSAGE = "malformed request"
 
 
 def status_of(err: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -92,9 +100,10 @@ def streaming(
 
     @functools.wraps(handler)
     async def wrapped(self: Any, request: Any, context: grpc.aio.ServicerContext):
-        try:
-            async for message in handler(self, request, context):
-                yield message
+        try:  # aclosing: the handler's finally runs now, not when it is garbage-collected
+            async with contextlib.aclosing(handler(self, request, context)) as messages:
+                async for message in messages:
+                    yield message
         except asyncio.CancelledError:
             logger.debug("%s: the client went away", handler.__name__)
         except Exception as err:
@@ -103,3 +112,81 @@ def streaming(
             await _abort(context, err, handler.__name__)
 
     return wrapped
+
+
+class _Malformed:
+    """What the safe deserializer returns for bytes that do not parse (never a message)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as err:  # DecodeError, or whatever a deserializer raises
+            return _Malformed(err)
+
+    return parse
+
+
+async def _refuse(context: grpc.aio.ServicerContext, method: str, request: _Malformed) -> None:
+    logger.info("%s: malformed request (%s)", method, request.error)
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"{MALFORMED_MESSAGE}: the body of {method} does not parse",
+    )
+
+
+def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """``handler`` with a deserializer that never raises and a behaviour that refuses what
+    it could not parse."""
+    codecs = {
+        "request_deserializer": _tolerant(handler.request_deserializer),
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary is not None:
+        inner = handler.unary_unary
+
+        async def unary_call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, _Malformed):
+                await _refuse(context, method, request)
+            result = inner(request, context)
+            return await result if inspect.isawaitable(result) else result
+
+        return grpc.unary_unary_rpc_method_handler(unary_call, **codecs)
+    inner = handler.unary_stream
+    if inspect.isasyncgenfunction(inner):
+
+        async def stream_call(request: Any, context: grpc.aio.ServicerContext):
+            if isinstance(request, _Malformed):
+                await _refuse(context, method, request)
+            async for message in inner(request, context):
+                yield message
+
+        return grpc.unary_stream_rpc_method_handler(stream_call, **codecs)
+
+    async def writing_call(request: Any, context: grpc.aio.ServicerContext) -> None:
+        if isinstance(request, _Malformed):  # a handler that writes with context.write
+            await _refuse(context, method, request)
+        await inner(request, context)
+
+    return grpc.unary_stream_rpc_method_handler(writing_call, **codecs)
+
+
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
+    """Answers a request that does not parse INVALID_ARGUMENT (see the module docstring).
+    Place it after the authentication interceptor: a call without a token is refused first."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+            return handler
+        return _guarded(handler, details.method)

@@ -8,6 +8,8 @@
   checkpoints and evaluation.
 - ``star cancel JOB``: ask a job to stop (a running job writes a checkpoint first).
 - ``star checkpoints JOB``: a table of a job's checkpoints.
+- ``star delete JOB``: delete a finished job, its events and its checkpoints (those a warm
+  start uses are kept); one line saying what went.
 - ``star evaluate CHECKPOINT_ID [--task T] [--steps N] [--seeds K] [--baseline NAME ...]
   [--watch]``: the evaluation protocol on a checkpoint, as a job; with ``--watch`` it waits and
   prints the table of results.
@@ -79,6 +81,7 @@ def register(subparsers) -> None:
         ("status", run_status, "show a job"),
         ("cancel", run_cancel, "stop a job (it checkpoints first)"),
         ("checkpoints", run_checkpoints, "list a job's checkpoints"),
+        ("delete", run_delete, "delete a finished job, its events and checkpoints"),
     ):
         parser = subparsers.add_parser(name, help=text)
         parser.add_argument("job_id", metavar="JOB")
@@ -222,6 +225,17 @@ def run_cancel(args: argparse.Namespace) -> int:
         " (it writes a checkpoint, then stops)" if job.state == job_pb2.JOB_STATE_CANCELLING else ""
     )
     print(f"{job.job_id}: {state_name(job.state)}{note}")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    from services.generated.star.v1 import service_pb2
+
+    with connect(args) as stub:
+        response = stub.DeleteJob(service_pb2.DeleteJobRequest(job_id=args.job_id))
+    kept = response.kept_checkpoint_ids
+    note = f"; kept {len(kept)} used as warm start: {', '.join(kept)}" if kept else ""
+    print(f"{args.job_id}: deleted ({response.deleted_checkpoints} checkpoint files{note})")
     return 0
 
 

@@ -4,6 +4,10 @@ With no ``--ray-address`` it starts a local Ray instance (token authentication o
 loopback) and keeps its records in SQLite and its checkpoints under ``--data-dir``: the
 embedded default. With ``--ray-address`` it joins an existing cluster. SIGTERM or Ctrl-C stops
 it cleanly: running jobs checkpoint and resume when it starts again on the same data directory.
+
+One service per data directory and per port: a second ``star serve`` on a data directory in use
+(its lock, ``services.exclusive``) or on a port in use exits with 2 and one line that names
+the directory and the holder's pid, or the address.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import sys
 from pathlib import Path
 
 DEFAULT_PORT = 50051
+# Exit code of a start refused because the data directory or the port is taken.
+IN_USE_EXIT = 2
 DEFAULT_DATA_DIR = Path("star-data")
 TOKEN_ENV = "STAR_TOKEN"
 
@@ -51,6 +57,18 @@ def register(subparsers) -> None:
         default=4,
         help="jobs running at once (the others wait in PENDING)",
     )
+    parser.add_argument(
+        "--max-fetch-streams",
+        type=int,
+        default=32,
+        help="FetchCheckpoint downloads open at once (more: RESOURCE_EXHAUSTED; default 32)",
+    )
+    parser.add_argument(
+        "--max-schedules",
+        type=int,
+        default=100,
+        help="schedules at most (more: RESOURCE_EXHAUSTED; default 100)",
+    )
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray instance")
     parser.add_argument(
         "--dashboard-host",
@@ -64,7 +82,12 @@ def register(subparsers) -> None:
 def options_from_args(args: argparse.Namespace):
     from services.app import ServiceOptions
 
-    for flag, value in (("--max-jobs", args.max_jobs), ("--max-running", args.max_running)):
+    for flag, value in (
+        ("--max-jobs", args.max_jobs),
+        ("--max-running", args.max_running),
+        ("--max-fetch-streams", args.max_fetch_streams),
+        ("--max-schedules", args.max_schedules),
+    ):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     if not 0 <= args.port <= 65535:
@@ -86,6 +109,8 @@ def options_from_args(args: argparse.Namespace):
         tls_key=args.tls_key,
         max_jobs=args.max_jobs,
         max_running=args.max_running,
+        max_fetch_streams=args.max_fetch_streams,
+        max_schedules=args.max_schedules,
         num_cpus=args.num_cpus,
         dashboard_host=args.dashboard_host,
         dashboard_port=args.dashboard_port,
@@ -134,8 +159,13 @@ def run_serve(args: argparse.Namespace) -> int:
     def ready(service) -> None:
         print("\n".join(describe(service)), flush=True)
 
+    from services.exclusive import AddressInUse, DataDirectoryInUse
+
     try:
         asyncio.run(serve(options, ready))
+    except (DataDirectoryInUse, AddressInUse) as err:  # another service holds them
+        print(f"star: error: {err}", file=sys.stderr)
+        return IN_USE_EXIT
     except (OSError, RuntimeError, ConnectionError) as err:  # Ray or the port refused us
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"star: error: the service stopped: {type(err).__name__}: {first}", file=sys.stderr)

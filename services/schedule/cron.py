@@ -11,6 +11,10 @@ A schedule's slots are the local wall-clock times that its 5-field cron expressi
 - a time zone without daylight saving (UTC) has evenly spaced slots: use it for strict
   intervals.
 
+A schedule's slots must be the same at every computation (the scheduler recomputes them at
+each tick and after a restart), so croniter's random (``R``) and hashed (``H``) fields are
+refused: ``R * * * *`` would draw a new minute each time and fire dozens of times an hour.
+
 ``next_fire_time(cron, tz, after)`` is the first slot strictly after ``after``;
 ``latest_fire_time(cron, tz, since, now)`` the last slot in ``[since, now]`` (the misfire rule
 of ``services.schedule.scheduler`` fires only that one).
@@ -18,6 +22,7 @@ of ``services.schedule.scheduler`` fires only that one).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,6 +37,8 @@ CRON_FIELDS = 5
 # gap of a change at most this long before ``after`` are found; one-off offset changes of a
 # whole day (Pacific/Apia, 2011) may lose the slots of the skipped day, never fire them early.
 MAX_CLOCK_CHANGE = timedelta(hours=2)
+# croniter's random ("R", "R(0-29)", "R/5") and hashed ("H", ...) elements of a field.
+RANDOM_ELEMENT = re.compile(r"[RrHh](\(\d+-\d+\))?(/\d+)?")
 # Candidate wall times examined per call at most (a bound on the work, never reached by a cron
 # expression that matches at least once in a few years).
 MAX_CANDIDATES = 10_000
@@ -51,7 +58,8 @@ def zone(name: str) -> ZoneInfo:
 
 def check_cron(expression: str) -> str:
     """``expression`` with single spaces; ConfigError(field="cron") unless it is a valid
-    5-field cron expression (minute hour day-of-month month day-of-week)."""
+    5-field cron expression (minute hour day-of-month month day-of-week) without random or
+    hashed fields."""
     fields = expression.split()
     if len(fields) != CRON_FIELDS:
         raise ConfigError(
@@ -60,6 +68,12 @@ def check_cron(expression: str) -> str:
             " (minute hour day-of-month month day-of-week), e.g. '0 3 * * *'",
         )
     normalized = " ".join(fields)
+    if any(RANDOM_ELEMENT.fullmatch(e) for field in fields for e in field.split(",")):
+        raise ConfigError(
+            "cron",
+            f"cron {expression!r} has a random (R) or hashed (H) field: its times would change"
+            " at every computation; give fixed values, e.g. '17 * * * *'",
+        )
     try:
         croniter(normalized, datetime(2000, 1, 1))
     except (CroniterError, ValueError, KeyError) as err:

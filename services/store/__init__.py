@@ -15,7 +15,8 @@ Typical use (the servicer, the runner and the scheduler share one ``Store``)::
     store.set_placement(job.job_id, "cpu", node_ids)
     store.update_progress(job.job_id, step, {"meta_loss": 0.41, "grad_norm": 0.02})
     stored = files.write(job.job_id, step, checkpoint_bytes)
-    store.add_checkpoint(job.job_id, step, *stored)
+    indexed = store.index_checkpoint(job.job_id, step, *stored, keep=spec.keep_checkpoints)
+    files.delete(indexed.dropped)                # retention: files of the rows it dropped
     store.log(job.job_id, "WARNING", "worker 1 restarted")
     store.transition(job.job_id, JobState.SUCCEEDED, "all outer steps done")
 
@@ -31,6 +32,13 @@ Typical use (the servicer, the runner and the scheduler share one ``Store``)::
     store.transition(job_id, JobState.PENDING, "service restarted",
                      rewind_to_step=latest.step if latest else 0)
 
+    # DeleteJob: a finished job's rows go in one transaction, then the files
+    deleted = store.delete_job(job_id)
+    files.delete(deleted.deleted + deleted.released)
+
+    # start-up, under the data-directory lock (services.exclusive), before any job runs
+    files.sweep(store.checkpoint_file_names())
+
     # FetchCheckpoint: ids map to files through the index, never through the request
     record = store.get_checkpoint(checkpoint_id)
     for offset, data in files.chunks(record, request.offset): ...
@@ -40,8 +48,18 @@ and ``star_core.errors.ConfigError`` for bad page tokens, page sizes and offsets
 ``Store`` method is thread-safe (one connection, one lock, explicit transactions).
 """
 
-from services.store.checkpoints import CHUNK_SIZE, CheckpointStore, StoredFile
+from services.store.checkpoints import CHUNK_SIZE, CheckpointStore, StoredFile, Swept
 from services.store.db import Database
-from services.store.store import Store
+from services.store.retention import DeletedJob
+from services.store.store import IndexedCheckpoint, Store
 
-__all__ = ["CHUNK_SIZE", "CheckpointStore", "Database", "Store", "StoredFile"]
+__all__ = [
+    "CHUNK_SIZE",
+    "CheckpointStore",
+    "Database",
+    "DeletedJob",
+    "IndexedCheckpoint",
+    "Store",
+    "StoredFile",
+    "Swept",
+]

@@ -15,7 +15,8 @@ Settings and why:
   machine (every commit fsyncs the WAL; the service commits about once per outer step);
 - ``busy_timeout``: another process holding the write lock (an old server still shutting down)
   makes us wait instead of failing with "database is locked";
-- ``foreign_keys=ON``: events and checkpoints cannot point to a job that does not exist;
+- ``foreign_keys=ON``: events cannot point to a job that does not exist (checkpoints may,
+  after their job is deleted: services.store.retention);
 - one connection (``check_same_thread=False``) and a lock: threads of the service (gRPC handlers,
   the runner, the scheduler) take turns, so they never race for SQLite's own write lock.
 
@@ -127,8 +128,33 @@ _SCHEMA_V2 = (
     "ALTER TABLE firings_v2 RENAME TO firings",
     "CREATE UNIQUE INDEX firings_one_queued ON firings (schedule_id) WHERE outcome = 'queued'",
 )
+# v3: checkpoints lose their foreign key to jobs. Deleting a job keeps the checkpoints that a
+# warm start uses (services.store.retention); they keep the job_id of the job that wrote them
+# after its row is gone. SQLite cannot drop a constraint, so the table is rebuilt.
+_SCHEMA_V3 = (
+    """CREATE TABLE checkpoints_v3 (
+        id INTEGER PRIMARY KEY,
+        checkpoint_id TEXT NOT NULL UNIQUE,
+        job_id TEXT NOT NULL,                   -- the job that wrote it (may be deleted)
+        step INTEGER NOT NULL CHECK (step >= 0),
+        file_name TEXT NOT NULL UNIQUE,         -- relative to the checkpoint root
+        size_bytes INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        create_time INTEGER NOT NULL
+    )""",
+    "INSERT INTO checkpoints_v3 (id, checkpoint_id, job_id, step, file_name, size_bytes,"
+    " sha256, create_time) SELECT id, checkpoint_id, job_id, step, file_name, size_bytes,"
+    " sha256, create_time FROM checkpoints",
+    "DROP TABLE checkpoints",
+    "ALTER TABLE checkpoints_v3 RENAME TO checkpoints",
+    "CREATE INDEX checkpoints_by_job ON checkpoints (job_id, step, id)",
+)
 # (version, statements), in order. Never edit a released migration: append a new one.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = ((1, _SCHEMA_V1), (2, _SCHEMA_V2))
+MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, _SCHEMA_V1),
+    (2, _SCHEMA_V2),
+    (3, _SCHEMA_V3),
+)
 
 
 def to_micros(time: datetime) -> int:

@@ -9,7 +9,14 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from services.domain import AlreadyExists, Firing, NotFound, OverlapPolicy, Schedule
+from services.domain import (
+    AlreadyExists,
+    Firing,
+    NotFound,
+    OverlapPolicy,
+    ResourceExhausted,
+    Schedule,
+)
 from services.store import rows
 
 # The filter key of schedule page tokens (schedules are not filtered).
@@ -28,9 +35,14 @@ def get_schedule(conn: sqlite3.Connection, schedule_id: str) -> Schedule:
 
 
 def create_schedule(
-    conn: sqlite3.Connection, fields: dict[str, Any], request_id: str, now: int
+    conn: sqlite3.Connection,
+    fields: dict[str, Any],
+    request_id: str,
+    now: int,
+    max_schedules: int | None = None,
 ) -> tuple[Schedule, bool]:
-    """(schedule, created); an existing request_id returns its schedule when ``fields`` match."""
+    """(schedule, created); an existing request_id returns its schedule when ``fields`` match;
+    ResourceExhausted when ``max_schedules`` schedules exist already."""
     if request_id:
         row = conn.execute("SELECT * FROM schedules WHERE request_id = ?", (request_id,)).fetchone()
         if row is not None:
@@ -43,6 +55,13 @@ def create_schedule(
                     " with a different request"
                 )
             return rows.schedule_from_row(row), False
+    if max_schedules is not None:
+        count = conn.execute("SELECT COUNT(*) FROM schedules").fetchone()[0]
+        if count >= max_schedules:
+            raise ResourceExhausted(
+                f"the service already has {count} schedules (--max-schedules {max_schedules});"
+                " delete one first"
+            )
     schedule_id = rows.new_id("sched")
     names = ", ".join(fields)
     marks = ", ".join("?" * len(fields))

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.domain import (
     CheckpointRecord,
@@ -28,8 +28,9 @@ from services.domain import (
     OverlapPolicy,
     Schedule,
 )
-from services.store import jobs, schedules
+from services.store import jobs, retention, schedules
 from services.store.db import Database, from_micros, to_micros
+from services.store.retention import DeletedJob
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,13 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class IndexedCheckpoint(NamedTuple):
+    """A new index row and the rows retention dropped for it (their files are to delete)."""
+
+    record: CheckpointRecord
+    dropped: list[CheckpointRecord]
 
 
 class Store:
@@ -250,13 +258,48 @@ class Store:
         self, job_id: str, step: int, file_name: str, size_bytes: int, sha256: str
     ) -> CheckpointRecord:
         """Index a checkpoint file written by ``CheckpointStore.write`` and append its
-        CHECKPOINT_WRITTEN event. A finished job takes no checkpoints (FailedPrecondition)."""
+        CHECKPOINT_WRITTEN event, keeping every earlier checkpoint. A finished job takes no
+        checkpoints (FailedPrecondition)."""
+        return self.index_checkpoint(job_id, step, file_name, size_bytes, sha256).record
+
+    def index_checkpoint(
+        self,
+        job_id: str,
+        step: int,
+        file_name: str,
+        size_bytes: int,
+        sha256: str,
+        *,
+        keep: int | None = None,
+    ) -> IndexedCheckpoint:
+        """``add_checkpoint`` with retention: with ``keep``, the index rows of the job's
+        checkpoints older than its latest ``keep`` that no warm start uses are deleted in the
+        same transaction (``services.store.retention``) and returned as ``dropped``; delete
+        their files after this returns (``CheckpointStore.delete``)::
+
+            stored = files.write(job_id, step, data)
+            indexed = store.index_checkpoint(job_id, step, *stored, keep=spec.keep_checkpoints)
+            files.delete(indexed.dropped)
+        """
         with self._write() as (conn, now):
             record, seqs = jobs.add_checkpoint(
                 conn, job_id, step, file_name, size_bytes, sha256, now
             )
+            dropped = [] if keep is None else retention.prune(conn, job_id, keep)
         self._notify(job_id, seqs)
-        return record
+        return IndexedCheckpoint(record, dropped)
+
+    def delete_job(self, job_id: str) -> DeletedJob:
+        """Delete a finished job's record, events and unused checkpoint rows (DeleteJob; see
+        ``services.store.retention``). FailedPrecondition for an active job, NotFound for an
+        unknown one. The files of ``deleted`` and ``released`` are the caller's to delete."""
+        with self._write() as (conn, _):
+            return retention.delete_job(conn, job_id)
+
+    def checkpoint_file_names(self) -> set[str]:
+        """The file name of every indexed checkpoint (the start-up sweep keeps only these)."""
+        with self.db.read() as conn:
+            return {r[0] for r in conn.execute("SELECT file_name FROM checkpoints")}
 
     def get_checkpoint(self, checkpoint_id: str) -> CheckpointRecord:
         """The checkpoint (NotFound if unknown)."""
@@ -286,10 +329,13 @@ class Store:
         paused: bool = False,
         warm_start_from_previous: bool = False,
         request_id: str = "",
+        max_schedules: int | None = None,
     ) -> tuple[Schedule, bool]:
         """Store a schedule (cron and timezone validated by the caller); ``(schedule, created)``.
 
         A known request_id with identical fields returns that schedule; otherwise AlreadyExists.
+        max_schedules: ResourceExhausted when this many schedules exist already (checked in
+        the transaction of the insert; a known request_id is answered first).
         """
         fields = schedules.schedule_fields(
             cron,
@@ -301,7 +347,7 @@ class Store:
             self._micros(next_fire_time),
         )
         with self._write() as (conn, now):
-            return schedules.create_schedule(conn, fields, request_id, now)
+            return schedules.create_schedule(conn, fields, request_id, now, max_schedules)
 
     def get_schedule(self, schedule_id: str) -> Schedule:
         with self.db.read() as conn:
@@ -328,10 +374,13 @@ class Store:
                 conn, schedule_id, {"next_fire_time": self._micros(next_fire_time)}, now
             )
 
-    def delete_schedule(self, schedule_id: str) -> None:
-        """Delete a schedule and its firings; its jobs stay (with their schedule_id)."""
+    def delete_schedule(self, schedule_id: str) -> list[CheckpointRecord]:
+        """Delete a schedule and its firings; its jobs stay (with their schedule_id). Returns
+        the checkpoints of deleted jobs that only its template used (rows gone; their files
+        are the caller's to delete: ``services.store.retention``)."""
         with self._write() as (conn, _):
             schedules.delete_schedule(conn, schedule_id)
+            return retention.release_orphans(conn)
 
     def due_schedules(self, now: datetime) -> list[Schedule]:
         """Unpaused schedules whose next_fire_time <= now, earliest first."""

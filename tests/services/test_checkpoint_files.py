@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
 from datetime import UTC, datetime
@@ -11,6 +12,7 @@ import pytest
 
 from services.domain import CheckpointRecord, JobState, NotFound
 from services.store import CheckpointStore, Store
+from services.store.checkpoints import SUFFIX
 from star_core.errors import ConfigError
 
 DATA = bytes(range(256)) * 41  # 10,496 bytes
@@ -92,3 +94,99 @@ def test_names_cannot_escape_the_root(files, tmp_path, name):
         files.read_chunk(record, 0)
     with pytest.raises(NotFound):
         list(files.chunks(record))
+
+
+def test_delete_never_leaves_the_root(files, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("keep me")
+    stored = files.write("job-a", 1, DATA)
+    records = [_record(stored.file_name), _record("../secret.txt"), _record(str(secret))]
+    assert files.delete(records) == 1
+    assert secret.read_text() == "keep me"
+    assert not (files.root / "job-a").exists()  # emptied: removed
+    assert files.delete(records) == 0  # already gone: nothing to do
+
+
+def _plant(folder, name: str, data: bytes = b"partial") -> str:
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_bytes(data)
+    return f"{folder.name}/{name}"
+
+
+def test_the_sweep_removes_temporary_and_unindexed_files(files, tmp_path):
+    """What a SIGKILL leaves: a temporary file of a cut write, a complete file whose index row
+    never landed, and a file whose row retention dropped before the process could delete it."""
+    store = Store(tmp_path / "star.db")
+    try:
+        job, _ = store.create_job("{}")
+        store.transition(job.job_id, JobState.RUNNING)
+        indexed = store.add_checkpoint(job.job_id, 3, *files.write(job.job_id, 3, DATA))
+        folder = files.root / job.job_id
+        temporary = _plant(folder, f".step_000000006-0a1b2c3d{SUFFIX}.k2j4h5.tmp")
+        unindexed = files.write(job.job_id, 6, DATA).file_name  # complete, never indexed
+        other = _plant(files.root / "job-gone", f"step_000000001-deadbeef{SUFFIX}", DATA)
+        foreign = _plant(folder, "notes.txt", b"a person's file")
+        (files.root / "job-empty").mkdir()
+
+        swept = files.sweep(store.checkpoint_file_names())
+
+        assert swept.temporary == [temporary]
+        assert sorted(swept.unindexed) == sorted([unindexed, other])
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            [indexed.file_name.split("/")[1], "notes.txt"]
+        )
+        assert files.read_bytes(indexed) == DATA
+        assert (files.root / foreign).read_bytes() == b"a person's file"  # not ours: left
+        assert not (files.root / "job-gone").exists() and not (files.root / "job-empty").exists()
+        assert files.sweep(store.checkpoint_file_names()) == ([], [])
+    finally:
+        store.close()
+
+
+class _FullDisk:
+    """A file object whose write stores half of the data, then fails as a full disk does."""
+
+    def __init__(self, handle):
+        self.handle = handle
+
+    def write(self, data: bytes) -> int:
+        self.handle.write(data[: len(data) // 2])
+        self.handle.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+
+@pytest.mark.parametrize("fault", ["write", "fsync"])
+def test_a_write_that_fails_on_a_full_disk_leaves_no_file(files, tmp_path, monkeypatch, fault):
+    store = Store(tmp_path / "star.db")
+    try:
+        job, _ = store.create_job("{}")
+        store.transition(job.job_id, JobState.RUNNING)
+        earlier = store.add_checkpoint(job.job_id, 1, *files.write(job.job_id, 1, DATA))
+        before = sorted(p.name for p in (files.root / job.job_id).iterdir())
+        if fault == "write":
+            fdopen = os.fdopen
+            monkeypatch.setattr(os, "fdopen", lambda *a, **k: _FullDisk(fdopen(*a, **k)))
+        else:
+
+            def fsync(fd):
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            monkeypatch.setattr(os, "fsync", fsync)
+        with pytest.raises(OSError) as err:
+            files.write(job.job_id, 2, DATA * 10)
+        assert err.value.errno == errno.ENOSPC
+        monkeypatch.undo()
+        assert sorted(p.name for p in (files.root / job.job_id).iterdir()) == before
+        assert files.read_bytes(earlier) == DATA  # the earlier checkpoint is whole
+        assert store.latest_checkpoint(job.job_id) == earlier
+    finally:
+        store.close()

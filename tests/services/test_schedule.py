@@ -372,3 +372,25 @@ def test_the_loop_creates_a_queued_job_when_a_job_ends(store, clock):
             await asyncio.wait_for(task, 5)
 
     asyncio.run(main())
+
+
+def test_a_random_cron_field_is_refused_naming_schedule_cron(store, scheduler):
+    with pytest.raises(ConfigError) as err:
+        asyncio.run(scheduler.create(submission(cron="R * * * *")))
+    assert err.value.field == "schedule.cron"
+    assert store.list_schedules()[0] == []
+
+
+def test_the_number_of_schedules_is_bounded(store, jobs, clock):
+    from services.domain import ResourceExhausted
+
+    scheduler = Scheduler(store, jobs, clock=clock, max_schedules=2)
+    first = asyncio.run(scheduler.create(submission(request_id="a")))
+    asyncio.run(scheduler.create(submission(seed=2)))
+    with pytest.raises(ResourceExhausted, match="2 schedules.*--max-schedules 2"):
+        asyncio.run(scheduler.create(submission(seed=3)))
+    # a retried request is still answered; a deleted schedule frees its place
+    assert asyncio.run(scheduler.create(submission(request_id="a"))) == first
+    asyncio.run(scheduler.delete(first.schedule_id))
+    asyncio.run(scheduler.create(submission(seed=3)))
+    assert len(store.list_schedules()[0]) == 2

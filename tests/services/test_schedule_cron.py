@@ -103,3 +103,24 @@ def test_invalid_cron_or_timezone(cron, timezone, field):
     with pytest.raises(ConfigError) as err:
         next_fire_time(cron, timezone, utc(1, 1, 0))
     assert err.value.field == field
+
+
+@pytest.mark.parametrize(
+    "cron",
+    ["R * * * *", "r 3 * * *", "0 R * * *", "R(0-29) * * * *", "R/15 * * * *", "5,R * * * *"],
+)
+def test_random_fields_are_refused(cron):
+    """croniter draws an R field again at every computation: "R * * * *" fired 42 times in a
+    day. A schedule's slots must not change between two computations."""
+    with pytest.raises(ConfigError) as err:
+        next_fire_time(cron, "UTC", utc(1, 1, 0))
+    assert err.value.field == "cron"
+    assert "random (R)" in str(err.value)
+    with pytest.raises(ConfigError):
+        latest_fire_time(cron, "UTC", utc(1, 1, 0), utc(1, 2, 0))
+
+
+def test_names_with_r_or_h_are_not_random_fields():
+    # March, Friday and Thursday contain the letters, not the fields
+    assert next_fire_time("0 3 * mar fri", "UTC", utc(1, 1, 0)) == utc(3, 1, 3)
+    assert next_fire_time("0 3 * * thu", "UTC", utc(1, 1, 0)) == utc(1, 3, 3)

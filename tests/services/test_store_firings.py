@@ -76,7 +76,7 @@ def test_a_version_1_file_is_migrated_with_its_firings(tmp_path):
     conn.close()
     store = Store(path)
     try:
-        assert store.db.schema_version == MIGRATIONS[-1][0] == 2
+        assert store.db.schema_version == MIGRATIONS[-1][0]
         kept = store.get_firing("sched-1", T0)
         assert (kept.outcome, kept.job_id) == ("skipped", "")
         assert store.queue_firing("sched-1", T0 + DAY).outcome == "queued"

@@ -343,6 +343,6 @@ def test_the_file_is_in_wal_mode_with_foreign_keys(store):
         assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     with pytest.raises(sqlite3.IntegrityError), store.db.transaction() as conn:
         conn.execute(
-            "INSERT INTO checkpoints (checkpoint_id, job_id, step, file_name, size_bytes, sha256,"
-            " create_time) VALUES ('c', 'nojob', 0, 'f', 0, '', 0)"
+            "INSERT INTO events (job_id, seq, kind, step, payload, snapshot, time)"
+            " VALUES ('nojob', 1, 'log', 0, '{}', '{}', 0)"
         )
