@@ -10,8 +10,9 @@ stores how it ended. ``execute``:
    the job's latest checkpoint if it has one (a job resumed after a restart), else from the
    warm-start checkpoint, else fresh;
 3. records every event the learner streams (:mod:`services.cluster.events`): metrics (the step
-   never goes back), checkpoints (written atomically by the CheckpointStore, then indexed),
-   log lines, where the workers run;
+   never goes back), checkpoints (written atomically by the CheckpointStore, then indexed; the
+   job keeps its latest ``keep_checkpoints``, older files are deleted), log lines, where the
+   workers run;
 4. runs the evaluation protocol on the final checkpoint when the spec asks for one.
 
 A learner lost to a transient fault (its node died, a Ray RPC failed) is started again from the
@@ -171,15 +172,7 @@ class TrainingRunner:
                 metrics = {**record.metrics(), **counters}
                 await self._call(self.store.update_progress, self.job_id, step, metrics)
             case events.CheckpointReady(step=step, data=data):
-                stored = await self._call(self.checkpoints.write, self.job_id, step, data)
-                await self._call(
-                    self.store.add_checkpoint,
-                    self.job_id,
-                    step,
-                    stored.file_name,
-                    stored.size_bytes,
-                    stored.sha256,
-                )
+                await self._call(self._store_checkpoint, step, data)
             case events.Log(level=level, message=message):
                 await self._log(level, message)
             case events.Placement():
@@ -187,6 +180,16 @@ class TrainingRunner:
             case events.Finished(stopped=stopped):
                 return not stopped
         return False
+
+    def _store_checkpoint(self, step: int, data: bytes) -> None:
+        """Write the checkpoint file (atomically), index it, and delete the files of the
+        checkpoints retention dropped (the job keeps its latest ``keep_checkpoints``). A failed
+        write (a full disk) raises: the job fails, its earlier checkpoints intact."""
+        stored = self.checkpoints.write(self.job_id, step, data)
+        indexed = self.store.index_checkpoint(
+            self.job_id, step, *stored, keep=self.spec.keep_checkpoints
+        )
+        self.checkpoints.delete(indexed.dropped)
 
     async def _record_placement(self, event: events.Placement, plan: placement.Plan) -> None:
         nodes = [w.node_id for w in event.workers]

@@ -265,7 +265,11 @@ class Scheduler:
         return await self._call(self.store.get_firing, sid, fire_time)
 
     async def _queue(self, schedule: Schedule, fire_time: datetime, why: str) -> Firing:
+        # From here on a job that ends wakes the loop (_on_job_event); and one more tick right
+        # after this one catches a previous job that ended while the firing was being queued.
+        self._has_queued = True
         firing = await self._call(self.store.queue_firing, schedule.schedule_id, fire_time)
+        self._wake.set()
         logger.info(
             "schedule %s: firing %s %s (%s)",
             schedule.schedule_id,

@@ -157,3 +157,16 @@ def test_a_full_disk_fails_the_job_and_keeps_the_earlier_checkpoints(running_ser
     )
     data = b"".join(c.data for c in chunks)
     assert hashlib.sha256(data).hexdigest() == listing.checkpoints[0].sha256
+
+
+def test_a_job_keeps_its_latest_checkpoints_and_deletes_the_older_files(running_service, client):
+    spec = tiny_spec(outer_steps=7, checkpoint_interval=1, keep_checkpoints=3)
+    job = _submit(client, spec)
+    events = list(watch(client, job.job_id))
+    assert _state(events[-1]) == job_pb2.JOB_STATE_SUCCEEDED
+    written = [e for e in events if e.WhichOneof("event") == "checkpoint_written"]
+    assert [e.checkpoint_written.checkpoint.step for e in written] == list(range(1, 8))
+    listing = client.ListCheckpoints(service_pb2.ListCheckpointsRequest(job_id=job.job_id))
+    assert [c.step for c in listing.checkpoints] == [5, 6, 7]
+    folder = running_service.service.manager.checkpoints.root / job.job_id
+    assert len(list(folder.iterdir())) == 3
