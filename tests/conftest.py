@@ -12,8 +12,10 @@ session gets a temporary folder of its own, removed at the end, and points at it
 - ``TFDS_DATA_DIR``: an empty data directory, so the embedded datasets are built as on a fresh
   machine, by the processes that race for them (a first-run failure cannot hide behind data this
   machine already holds);
-- ``XDG_CACHE_HOME``: the caches that libraries keep on purpose (matplotlib's font list), outside
-  the home.
+- ``XDG_CACHE_HOME``, ``XDG_CONFIG_HOME``, ``RUSTUP_HOME``: where tools keep caches and settings
+  on purpose, outside the home (matplotlib creates both XDG folders and caches its font list;
+  pip asks ``rustc --version`` for its user agent, and rustup's ``rustc``, where installed,
+  writes its settings into ``RUSTUP_HOME``, by default ``~/.rustup``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ SESSION_FOLDERS = {
     "HOME": "home",
     "TFDS_DATA_DIR": "tensorflow_datasets",
     "XDG_CACHE_HOME": "cache",
+    "XDG_CONFIG_HOME": "config",
+    "RUSTUP_HOME": "rustup",
 }
 # Paths listed when the tests wrote into the home (the rest are counted).
 LISTED_PATHS = 20
