@@ -48,5 +48,6 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
+# The test session is hermetic (tests/conftest.py): an empty home and data directory of its own.
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -5,6 +5,8 @@
   ``star_core.tasks.get("text_lstm", dataset=NAME)``;
 - ``star data prepare NAME``: build an embedded dataset, or download and convert a paper dataset
   to array_record (needs network access and TensorFlow, see docs/tasks.md).
+
+A person runs these, so builds here show tfds's progress bars (library code builds quietly).
 """
 
 from __future__ import annotations
@@ -49,15 +51,15 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
 
 def _tasks_by_dataset() -> dict[str, list[str]]:
     from star_core.tasks import TASKS
-    from star_core.tasks.language import LM1B
+    from star_core.tasks.data import store
 
     users: dict[str, list[str]] = {}
     for name, task in TASKS.items():
         dataset = getattr(task, "dataset", None)
         if dataset is None:
             continue
-        is_corpus = hasattr(task, "seq_len") and dataset != LM1B
-        users.setdefault("text" if is_corpus else dataset, []).append(name)
+        # A dataset name outside the catalog is a text corpus (text.check_corpus_name).
+        users.setdefault(dataset if dataset in store.DATASETS else "text", []).append(name)
     return users
 
 
@@ -70,8 +72,8 @@ def list_datasets(args: argparse.Namespace) -> int:
     print(f"{'dataset':<14}{'kind':<10}{'ready':<7}{'tasks':<36}how to get it")
     for name, spec in store.DATASETS.items():
         if name == "text":
-            found = (root / "star_text").glob("*/*/dataset_info.json")
-            corpora = sorted(p.parent.parent.name for p in found)
+            folders = (root / spec.tfds_name).glob("*")
+            corpora = sorted(p.name for p in folders if store.built_versions(p))
             ready = "yes" if corpora else "on use"
             how = f"{text.DEFAULT_CORPUS} built on first use; star data build-text --name NAME FILE"
         elif spec.embedded:
@@ -91,7 +93,7 @@ def list_datasets(args: argparse.Namespace) -> int:
 def build_text(args: argparse.Namespace) -> int:
     from star_core.tasks.data import text
 
-    text.build_text(args.name, args.files, args.data_dir)
+    text.build_text(args.name, args.files, args.data_dir, progress=True)
     train = text.load_documents(args.name, "train", args.data_dir)
     test = text.load_documents(args.name, "test", args.data_dir)
     print(
@@ -103,14 +105,12 @@ def build_text(args: argparse.Namespace) -> int:
 
 
 def prepare_dataset(args: argparse.Namespace) -> int:
-    from star_core.tasks.data import digits, store, text
+    from star_core.tasks.data import ensure, store
 
     spec = store.dataset_spec(args.name)
     root = store.resolve_data_dir(args.data_dir)
-    if args.name == "digits":
-        digits.build_digits(root)
-    elif args.name == "text":
-        text.load_documents(text.DEFAULT_CORPUS, "train", root)
+    if spec.embedded:
+        ensure.ensure_dataset(args.name, root, progress=True)
     else:
         _download_and_prepare(spec, root)
     print(f"dataset {args.name!r} is ready in {root}")

@@ -24,8 +24,13 @@ class WorkerActor:
     def __init__(self, config: Any, index: int):
         # JAX is imported here, after Ray has set the process's environment (JAX_PLATFORMS,
         # XLA_FLAGS, XLA_PYTHON_CLIENT_PREALLOCATE) from the actor's runtime_env.
+        from star_core.tasks.data.ensure import ensure_task_data
         from star_core.training.worker import EstimationWorker
 
+        # The job's data on this node before any worker reads it: embedded data is built once
+        # (quietly, under a lock: the node's workers start together); missing prepared data
+        # fails here with the command that prepares it.
+        ensure_task_data(config.make_task(name) for name in config.tasks)
         self.worker = EstimationWorker(config, index)  # config: the job's MetaTrainConfig
         self.index = index
 

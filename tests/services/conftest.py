@@ -37,24 +37,35 @@ def store(tmp_path, clock):
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray instance for every test of the session that needs Ray."""
+def ray_session(tmp_path_factory):
+    """One local Ray instance for every test of the session that needs Ray.
+
+    Token authentication with a token file of the session's own, set up as the service sets up
+    its local instance (``runtime.connect``): without a configured token, Ray 2.60's ``ray.init``
+    writes a new one into ``~/.ray/auth_token``, which every later ``ray start --head`` on the
+    machine then demands (and worker nodes started without it fail with InvalidAuthToken).
+    """
     import ray
 
-    from services.cluster.runtime import LEARNER_RESOURCE, LOCAL_LEARNER_SLOTS
+    from services.cluster import runtime
 
-    # As the embedded default's local instance: 2 CPUs for workers, a home for learners.
-    ray.init(
-        num_cpus=2,
-        resources={LEARNER_RESOURCE: LOCAL_LEARNER_SLOTS},
-        include_dashboard=False,
-        namespace="star",
-        logging_level="WARNING",
-    )
-    try:
-        yield ray
-    finally:
-        ray.shutdown()
+    token_path = runtime.ensure_token(tmp_path_factory.mktemp("ray") / "auth_token")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(runtime.AUTH_MODE_ENV, "token")
+        env.setenv(runtime.AUTH_TOKEN_PATH_ENV, str(token_path))
+        runtime._reload_ray_config()  # Ray, imported while collecting, read the mode then
+        # As the embedded default's local instance: 2 CPUs for workers, a home for learners.
+        ray.init(
+            num_cpus=2,
+            resources={runtime.LEARNER_RESOURCE: runtime.LOCAL_LEARNER_SLOTS},
+            include_dashboard=False,
+            namespace="star",
+            logging_level="WARNING",
+        )
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,11 @@ same 0..255 convention. The split is fixed: the first ``DIGITS_TRAIN_SIZE`` imag
 scikit-learn's order are ``train``, the remaining ones ``test``.
 
 The builder writes array_record files with tfds's own writer (``download_and_prepare`` with
-``file_format="array_record"``), which needs no TensorFlow; it runs automatically the first
-time a digits task asks for data. The builder class lives in ``digits_builder`` and is imported
-on first use, like tensorflow-datasets itself: importing the tasks never imports tfds (nor the
-protobuf runtime it pulls in).
+``file_format="array_record"``), which needs no TensorFlow; it runs automatically and quietly the
+first time a digits task asks for data, in one process at a time (``building``: the others wait
+for it). The builder class lives in ``digits_builder`` and is imported on first use, like
+tensorflow-datasets itself: importing the tasks never imports tfds (nor the protobuf runtime it
+pulls in).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from pathlib import Path
 
 import numpy as np
 
+from star_core.tasks.data import building
 from star_core.tasks.data.store import dataset_spec, resolve_data_dir
 
 logger = logging.getLogger(__name__)
@@ -37,15 +40,24 @@ DIGITS_CLASSES = 10
 DIGITS_VERSION = "1.0.0"
 
 
-def build_digits(data_dir: str | os.PathLike | None = None) -> None:
-    """Build the digits dataset in the data directory unless it is already there."""
+def build_digits(data_dir: str | os.PathLike | None = None, *, progress: bool = False) -> None:
+    """Build the digits dataset in the data directory unless it is already there.
+
+    Safe when processes race: one builds, the others wait for it (``building.build_once``).
+    ``progress`` shows tfds's progress bars (for a person at a terminal; off in library code).
+    """
+    root = resolve_data_dir(data_dir)
+    tfds_name = dataset_spec("digits").tfds_name
+    version_dir = root / tfds_name / DIGITS_VERSION
+    build = functools.partial(_prepare, root)
+    building.build_once(root, tfds_name, version_dir, build, progress=progress)
+
+
+def _prepare(root: Path) -> None:
     from star_core.tasks.data.digits_builder import StarDigits
 
-    root = resolve_data_dir(data_dir)
-    builder = StarDigits(data_dir=str(root), file_format="array_record")
-    if not builder.is_prepared():
-        logger.info("building the digits dataset in %s", root)
-        builder.download_and_prepare()
+    logger.info("building the digits dataset in %s", root)
+    StarDigits(data_dir=str(root), file_format="array_record").download_and_prepare()
 
 
 def load_digits_arrays(

@@ -17,16 +17,14 @@ from star_core.tasks.data.digits import (
     DIGITS_TRAIN_SIZE,
     DIGITS_VERSION,
 )
+from star_core.tasks.data.embedded_builder import EmbeddedBuilder
 
 
-class StarDigits(tfds.core.GeneratorBasedBuilder):
+class StarDigits(EmbeddedBuilder):
     """UCI 8x8 handwritten digits, read from scikit-learn's bundled copy."""
 
     VERSION = tfds.core.Version(DIGITS_VERSION)
     RELEASE_NOTES = {"1.0.0": "First release: fixed 1437/360 split, uint8 pixels 0..255."}
-    # Nothing is downloaded, so there are no URL checksums to look up. (tfds 4.9.10's lookup of
-    # a checksums file next to the builder's code imports the absent `importlib_resources`.)
-    url_infos = None
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

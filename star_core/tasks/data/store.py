@@ -6,7 +6,8 @@ Every dataset is a tensorflow-datasets dataset stored as array_record files and 
 a task's ``data_dir`` field overrides both.
 
 Two kinds of dataset:
-- embedded (``digits``, ``text``): built offline on first use from data every machine has;
+- embedded (``digits``, ``text``): built offline on first use from data every machine has
+  (``build``: one process builds, under a lock, while the others wait);
 - prepared (``fashion_mnist``, ``cifar10``, ``lm1b``, ``imagenet32``): downloaded and converted
   once by ``star data prepare NAME`` (needs network access and TensorFlow). A missing prepared
   dataset raises one ``FileNotFoundError`` naming that command; nothing falls back to random data.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,11 @@ DEFAULT_DATA_DIR = Path("~/.cache/star/tensorflow_datasets")
 # download and convert the paper's datasets, never to read them; tfds 4.9.10 imports
 # importlib_resources when it looks up download checksums).
 PREPARE_INSTALL = "pip install tensorflow importlib_resources"
+# Name of a finished version folder (``1.0.0``). tfds builds into ``incomplete.XXXX_1.0.0`` and
+# renames it when done, so only folders named like this hold a whole dataset.
+VERSION_FOLDER = re.compile(r"^\d+\.\d+\.\d+$")
+# File tfds writes last into a version folder (before the rename that publishes it).
+INFO_FILE = "dataset_info.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +96,24 @@ def missing_data_message(name: str, data_dir: Path) -> str:
     )
 
 
+def is_built(version_dir: Path) -> bool:
+    """Whether ``version_dir`` (``<data_dir>/<dataset>/[<config>/]<version>``) is a finished build:
+    a version folder holding dataset_info.json (never a half-built ``incomplete.*`` folder)."""
+    return bool(VERSION_FOLDER.match(version_dir.name)) and (version_dir / INFO_FILE).is_file()
+
+
+def built_versions(dataset_dir: Path) -> list[Path]:
+    """The finished version folders in ``dataset_dir`` (see ``is_built``)."""
+    if not dataset_dir.is_dir():
+        return []
+    return sorted(path for path in dataset_dir.iterdir() if is_built(path))
+
+
 def is_prepared(name: str, data_dir: str | os.PathLike | None = None) -> bool:
-    """Whether the array_record files of prepared dataset ``name`` are in the data directory."""
+    """Whether a finished build of dataset ``name``, with its array_record files, is in the data
+    directory."""
     root = resolve_data_dir(data_dir) / dataset_spec(name).tfds_name
-    return any(root.glob("*/dataset_info.json")) and any(root.glob("*/*.array_record*"))
+    return any(any(path.glob("*.array_record*")) for path in built_versions(root))
 
 
 def open_split(name: str, split: str, data_dir: str | os.PathLike | None = None) -> Any:

@@ -7,7 +7,13 @@
   and functions each module defines, in name order;
 - a user corpus (``star data build-text --name NAME FILE...``): the paragraphs (blocks separated
   by blank lines) of the named UTF-8 files, in the order given.
-Every ``HELDOUT_EVERY``-th document goes to ``test``, the rest to ``train``.
+Every ``HELDOUT_EVERY``-th document goes to ``test``, the rest to ``train``. A corpus's name is a
+folder name and never the name of a catalog dataset (``store.DATASETS``), so a task's ``dataset``
+says by itself whether it is a corpus.
+
+Builds and rebuilds hold the corpora's build lock (``building``): the default corpus is built
+once, quietly, however many processes ask for it at once, and a reader of a corpus that is being
+(re)built waits for the build.
 
 Tokens are bytes (a deviation from the paper's 32k SentencePiece vocabulary, which needs cloud
 access): token = byte + 1, with 0 reserved for padding / beginning of sentence, so
@@ -27,10 +33,12 @@ import os
 import re
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from star_core.tasks.data.store import resolve_data_dir
+from star_core.tasks.data import building
+from star_core.tasks.data.store import DATASETS, dataset_spec, is_built, resolve_data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +65,8 @@ DOCUMENT_SEPARATOR = b"\n\n"
 CORPUS_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 # Version of the built corpora (the folder name under <data_dir>/star_text/<name>/).
 TEXT_VERSION = "1.0.0"
+# tfds name of the corpora (the folder under <data_dir>).
+TEXT_TFDS_NAME = dataset_spec("text").tfds_name
 
 
 def stdlib_documents() -> list[str]:
@@ -91,41 +101,80 @@ def check_corpus_name(name: str) -> str:
         raise ValueError(
             f"dataset must match {CORPUS_NAME.pattern} (e.g. 'my_notes'), got {name!r}"
         )
+    if name in DATASETS:
+        raise ValueError(
+            f"dataset {name!r} names a catalog dataset ({', '.join(sorted(DATASETS))}); "
+            "give the text corpus another name"
+        )
     return name
 
 
-def corpus_dir(name: str, data_dir: str | os.PathLike | None = None):
-    return resolve_data_dir(data_dir) / "star_text" / name / TEXT_VERSION
+def corpus_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """The version folder of corpus ``name`` (``<data_dir>/star_text/<name>/<version>``)."""
+    return resolve_data_dir(data_dir) / TEXT_TFDS_NAME / name / TEXT_VERSION
 
 
 def build_text(
     name: str,
     files: Sequence[str | os.PathLike] = (),
     data_dir: str | os.PathLike | None = None,
+    *,
+    progress: bool = False,
 ) -> None:
-    """(Re)build corpus ``name`` from ``files`` (the stdlib docstrings when ``name`` is default)."""
-    import tensorflow_datasets as tfds
+    """(Re)build corpus ``name`` from ``files`` (the stdlib docstrings when ``name`` is default).
 
-    from star_core.tasks.data.text_builder import StarText, TextConfig
-
+    Holds the corpora's build lock, so readers wait for it; ``progress`` shows tfds's progress
+    bars (``star data build-text``).
+    """
     check_corpus_name(name)
     if (name == DEFAULT_CORPUS) == bool(files):
         raise ValueError(f"files must be given for every corpus but {DEFAULT_CORPUS!r}")
     for path in files:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"text file not found: {path}")
-    config = (
-        TextConfig(name=name, files=tuple(str(os.path.abspath(p)) for p in files))
-        if files
-        else name  # The default corpus is one of BUILDER_CONFIGS, named by its string.
-    )
-    builder = StarText(config=config, data_dir=str(resolve_data_dir(data_dir)),
-                       file_format="array_record")  # fmt: skip
-    mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS  # Rebuilds an existing corpus.
-    logger.info("building text corpus %r in %s", name, resolve_data_dir(data_dir))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(download_mode=mode))
+    root = resolve_data_dir(data_dir)
+    build = functools.partial(_prepare, name, tuple(os.path.abspath(p) for p in files), root)
+    with building.build_lock(root, TEXT_TFDS_NAME):
+        building.run_locked(corpus_dir(name, root), build, progress=progress)
     _load_documents.cache_clear()
     _corpus_sequences.cache_clear()
+
+
+def ensure_corpus(
+    name: str, data_dir: str | os.PathLike | None = None, *, progress: bool = False
+) -> None:
+    """Make sure corpus ``name`` is built: the default one is built now if it is missing (one
+    process builds, the others wait); a missing corpus of the user's raises FileNotFoundError
+    naming `star data build-text`. Waits for a (re)build in progress."""
+    check_corpus_name(name)
+    path = corpus_dir(name, data_dir)
+    if is_built(path):
+        return
+    root = resolve_data_dir(data_dir)
+    with building.build_lock(root, TEXT_TFDS_NAME):
+        if is_built(path):  # built meanwhile by another process
+            return
+        if name != DEFAULT_CORPUS:
+            raise FileNotFoundError(
+                f"text dataset {name!r} is not built in {root}; run "
+                f"`star data build-text --name {name} FILE...`"
+            )
+        build = functools.partial(_prepare, name, (), root)
+        building.run_locked(path, build, progress=progress)
+
+
+def _prepare(name: str, files: tuple[str, ...], root: os.PathLike) -> None:
+    """Run the tfds build of corpus ``name`` (the caller holds the build lock)."""
+    import tensorflow_datasets as tfds
+
+    from star_core.tasks.data.text_builder import StarText, TextConfig
+
+    # The default corpus is one of BUILDER_CONFIGS, named by its string.
+    config = TextConfig(name=name, files=files) if files else name
+    builder = StarText(config=config, data_dir=str(root), file_format="array_record")
+    mode = tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS  # Rebuilds an existing corpus.
+    logger.info("building text corpus %r in %s", name, root)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(download_mode=mode))
 
 
 def load_documents(
@@ -135,15 +184,8 @@ def load_documents(
     check_corpus_name(name)
     if split not in ("train", "test"):
         raise ValueError(f"split must be one of ['train', 'test'], got {split!r}")
-    path = corpus_dir(name, data_dir)
-    if not (path / "dataset_info.json").exists():
-        if name != DEFAULT_CORPUS:
-            raise FileNotFoundError(
-                f"text dataset {name!r} is not built in {resolve_data_dir(data_dir)}; run "
-                f"`star data build-text --name {name} FILE...`"
-            )
-        build_text(name, data_dir=data_dir)
-    return _load_documents(str(path), split)
+    ensure_corpus(name, data_dir)
+    return _load_documents(str(corpus_dir(name, data_dir)), split)
 
 
 @functools.lru_cache(maxsize=16)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import tensorflow_datasets as tfds
 
+from star_core.tasks.data.embedded_builder import EmbeddedBuilder
 from star_core.tasks.data.text import (
     DEFAULT_CORPUS,
     HELDOUT_EVERY,
@@ -27,14 +28,12 @@ class TextConfig(tfds.core.BuilderConfig):
     files: tuple[str, ...] = ()
 
 
-class StarText(tfds.core.GeneratorBasedBuilder):
+class StarText(EmbeddedBuilder):
     """Byte-level text corpora: the stdlib docstrings, or text files the user names."""
 
     VERSION = tfds.core.Version(TEXT_VERSION)
     RELEASE_NOTES = {"1.0.0": "First release: documents, 1 in 10 held out."}
     BUILDER_CONFIGS = [TextConfig(name=DEFAULT_CORPUS, description="stdlib docstrings")]
-    # Nothing is downloaded (and tfds 4.9.10's checksum lookup imports importlib_resources).
-    url_infos = None
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(

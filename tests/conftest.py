@@ -1,0 +1,82 @@
+"""Every test session is hermetic, and a first run: it writes nothing into the user's home and
+finds none of the data the machine already has.
+
+At configuration, before any test module is imported (so before anything reads them), the
+session gets a temporary folder of its own, removed at the end, and points at it:
+
+- ``HOME``: an empty home. The product and the tests must write nothing into a home (Ray 2.60's
+  ``ray.init`` writes a new ``~/.ray/auth_token`` when no token is configured, and every later
+  ``ray start --head`` on that machine then demands it). Whatever lands in this home fails the
+  session (``nothing_written_into_the_home``) with the list of paths; the user's own home never
+  sees it;
+- ``TFDS_DATA_DIR``: an empty data directory, so the embedded datasets are built as on a fresh
+  machine, by the processes that race for them (a first-run failure cannot hide behind data this
+  machine already holds);
+- ``XDG_CACHE_HOME``, ``XDG_CONFIG_HOME``, ``RUSTUP_HOME``: where tools keep caches and settings
+  on purpose, outside the home (matplotlib creates both XDG folders and caches its font list;
+  pip asks ``rustc --version`` for its user agent, and rustup's ``rustc``, where installed,
+  writes its settings into ``RUSTUP_HOME``, by default ``~/.rustup``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Environment variables the session points at folders of its own (name under the session root).
+SESSION_FOLDERS = {
+    "HOME": "home",
+    "TFDS_DATA_DIR": "tensorflow_datasets",
+    "XDG_CACHE_HOME": "cache",
+    "XDG_CONFIG_HOME": "config",
+    "RUSTUP_HOME": "rustup",
+}
+# Paths listed when the tests wrote into the home (the rest are counted).
+LISTED_PATHS = 20
+
+_root = pytest.StashKey[Path]()
+_saved = pytest.StashKey[dict]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    root = Path(tempfile.mkdtemp(prefix="star-tests-"))
+    config.stash[_root] = root
+    config.stash[_saved] = {name: os.environ.get(name) for name in SESSION_FOLDERS}
+    for name, folder in SESSION_FOLDERS.items():
+        (root / folder).mkdir()
+        os.environ[name] = str(root / folder)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for name, value in config.stash.get(_saved, {}).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if _root in config.stash:
+        shutil.rmtree(config.stash[_root], ignore_errors=True)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    folders = ", ".join(f"{name}={os.environ[name]}" for name in SESSION_FOLDERS)
+    return f"session folders: {folders}"
+
+
+def written_paths(home: Path) -> list[str]:
+    """Everything under ``home``, relative to it, sorted."""
+    return sorted(str(path.relative_to(home)) for path in home.rglob("*"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_written_into_the_home():
+    """After the whole session (every other fixture torn down): the home is still empty."""
+    home = Path(os.environ["HOME"])
+    yield home
+    written = written_paths(home)
+    listed = ", ".join(written[:LISTED_PATHS])
+    more = f" and {len(written) - LISTED_PATHS} more" if len(written) > LISTED_PATHS else ""
+    assert not written, f"the tests wrote into their home {home}: {listed}{more}"
