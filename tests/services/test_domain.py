@@ -14,7 +14,7 @@ from services.domain import (
     EvaluationConfig,
     FailedPrecondition,
     JobState,
-    check_request_id,
+    check_id,
     check_transition,
 )
 from star_core import optimizers
@@ -146,10 +146,10 @@ def test_baselines_are_the_optimizers_without_meta_parameters_and_tuned_adam():
 @pytest.mark.parametrize("request_id", ["x" * 129, "a b", "a/b", "é"])
 def test_bad_request_ids(request_id):
     with pytest.raises(ConfigError) as err:
-        check_request_id(request_id)
+        check_id(request_id, "request_id")
     assert err.value.field == "request_id"
 
 
 def test_good_request_ids():
     for request_id in ("", "a", "client-1:2024.01.01_x", "x" * 128):
-        check_request_id(request_id)
+        check_id(request_id, "request_id")
