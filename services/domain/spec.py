@@ -101,7 +101,7 @@ def _check_keys(data: Any, allowed: set[str], what: str) -> None:
     unknown = sorted(str(key) for key in set(data) - allowed)
     if unknown:
         raise ConfigError(
-            unknown[0], f"{what}: unknown field(s) {unknown}; allowed: {', '.join(sorted(allowed))}"
+            unknown[0], f"unknown field(s) {unknown}; allowed: {', '.join(sorted(allowed))}"
         )
 
 
