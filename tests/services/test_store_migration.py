@@ -1,10 +1,10 @@
-"""Schema version 3: a data directory written before specs were stored as domain JSON.
+"""Schema version 4: data directories written before specs were stored as domain JSON.
 
-``fixtures/legacy_data_dir`` was written by the service of the commit that added it
-(``fixtures/make_legacy_data_dir.py``): schema version 2, specs in the protos' JSON. Opened by
-today's code, its rows are converted once; jobs, specs and the schedule read back as they
-were, the same requests are still recognized as the same (idempotency compares the stored
-JSON), and the job the old service left RUNNING is requeued and resumes from its checkpoint.
+``fixtures/legacy_data_dir_v2`` and ``_v3`` were written by the service at schema versions 2
+and 3 (``fixtures/make_legacy_data_dir.py``), specs in the protos' JSON. Opened by today's
+code, each is migrated; jobs, specs and the schedule read back as they were, the same requests
+are still recognized as the same (idempotency compares the stored JSON), and the job the old
+service left RUNNING is requeued and resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -32,22 +32,24 @@ from services.domain import (
 from services.generated.star.v1 import job_pb2, service_pb2
 from services.manager import JobManager
 from services.store import CheckpointStore, Store
-from services.store.db import MIGRATIONS, evaluation_spec_v3, training_spec_v3
+from services.store.db import MIGRATIONS, evaluation_spec_v4, training_spec_v4
 from star_core.training import checkpoint as ckpt
 from star_core.training.learner import Learner
 
-LEGACY = Path(__file__).parent / "fixtures" / "legacy_data_dir"
+FIXTURES = Path(__file__).parent / "fixtures"
+LEGACY = {2: FIXTURES / "legacy_data_dir_v2", 3: FIXTURES / "legacy_data_dir_v3"}
 
 
-@pytest.fixture
-def legacy(tmp_path):
-    """A copy of the legacy directory and its rows as the old service stored them."""
+@pytest.fixture(params=sorted(LEGACY), ids=lambda v: f"v{v}")
+def legacy(request, tmp_path):
+    """A copy of a legacy directory and its rows as the old service stored them."""
     data_dir = tmp_path / "data"
-    shutil.copytree(LEGACY, data_dir)
+    shutil.copytree(LEGACY[request.param], data_dir)
     conn = sqlite3.connect(data_dir / "star.db")
     conn.row_factory = sqlite3.Row
     try:
-        assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 2
+        version = conn.execute("SELECT version FROM schema_version").fetchone()[0]
+        assert version == request.param
         jobs = {r["job_id"]: dict(r) for r in conn.execute("SELECT * FROM jobs")}
         schedules = {r["schedule_id"]: dict(r) for r in conn.execute("SELECT * FROM schedules")}
         events = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
@@ -66,7 +68,7 @@ def _by_request(jobs: dict, request_id: str) -> dict:
 
 def test_specs_read_back_as_they_were(legacy):
     _, store, old_jobs, old_schedules, old_events = legacy
-    assert store.db.schema_version == MIGRATIONS[-1][0] == 3
+    assert store.db.schema_version == MIGRATIONS[-1][0] == 4
     for job_id, old in old_jobs.items():
         job = store.get_job(job_id)
         assert (job.state.value, job.step, job.kind.value) == (
@@ -146,7 +148,7 @@ def test_the_interrupted_job_is_requeued_and_resumes_from_its_checkpoint(legacy)
 
 def test_the_migration_fills_what_proto_json_left_out():
     before_new_fields = {"tasks": ["nqm"], "optimizer": {"kind": "blackbox"}, "num_workers": 3}
-    assert training_spec_v3(before_new_fields) == {
+    assert training_spec_v4(before_new_fields) == {
         **before_new_fields,
         "optimizer": {"kind": "blackbox", "constants": {}},
         "task_args": {},
@@ -155,7 +157,7 @@ def test_the_migration_fills_what_proto_json_left_out():
         "cpus_per_worker": 1,
         "keep_checkpoints": 5,
     }
-    evaluation = evaluation_spec_v3({"checkpoint_id": "ckpt-1", "evaluation": {"steps": 9}})
+    evaluation = evaluation_spec_v4({"checkpoint_id": "ckpt-1", "evaluation": {"steps": 9}})
     assert evaluation == {
         "checkpoint_id": "ckpt-1",
         "evaluation": {"task": "", "steps": 9, "seeds": 3, "baselines": []},
@@ -164,7 +166,7 @@ def test_the_migration_fills_what_proto_json_left_out():
 
 def test_a_spec_that_is_not_json_is_left_as_it_is(tmp_path):
     path = tmp_path / "star.db"
-    shutil.copy(LEGACY / "star.db", path)
+    shutil.copy(LEGACY[3] / "star.db", path)
     conn = sqlite3.connect(path)
     conn.execute("UPDATE schedules SET template_json = 'not json'")
     conn.commit()
@@ -178,7 +180,7 @@ def test_a_spec_that_is_not_json_is_left_as_it_is(tmp_path):
 
 
 def test_the_migration_does_not_import_protobuf(tmp_path):
-    shutil.copy(LEGACY / "star.db", tmp_path / "star.db")
+    shutil.copy(LEGACY[2] / "star.db", tmp_path / "star.db")
     script = (
         "import sys; from services.store import Store;"
         f" Store({str(tmp_path / 'star.db')!r}).close();"
