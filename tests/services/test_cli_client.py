@@ -17,10 +17,12 @@ import pytest
 from google.protobuf import json_format
 
 from services.api.convert import spec_from_proto
-from services.cli import fetch, watch
 from services.cli.jobspec import spec_from_args
 from services.cli.main import build_parser, main
 from services.cli.train import config_from_args
+from services.client import RetryPolicy
+from services.client import client as star_client
+from services.client.streams import part_path
 from services.generated.star.v1 import job_pb2, schedule_pb2
 from star_core.training.config import MetaTrainConfig
 from tests.services import star_stub_server
@@ -83,6 +85,11 @@ def free_port() -> int:
 
 def error_lines(capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("star:")]
+
+
+def fast_retries(monkeypatch, attempts: int = RetryPolicy.attempts) -> None:
+    """Reopen cut streams at once (no backoff), at most ``attempts`` times in a row."""
+    monkeypatch.setattr(star_client, "DEFAULT_RETRY", RetryPolicy(attempts, backoff_s=0.0))
 
 
 @pytest.fixture
@@ -355,14 +362,14 @@ def checkpoint(stub, monkeypatch):
     """The stub server serving 5000 random bytes as checkpoint ckpt-1 (chunks of 1 KiB)."""
     service, address = stub
     service.data = os.urandom(5000)
-    monkeypatch.setattr(fetch, "RETRY_BACKOFF_S", 0.0)
+    fast_retries(monkeypatch)
     return service, address
 
 
 def fetched(service, out, capsys) -> None:
     """``out`` holds the checkpoint, no .part is left, and the command said so."""
     assert out.read_bytes() == service.data
-    assert not fetch.part_path(out).exists()
+    assert not part_path(out).exists()
     sha = hashlib.sha256(service.data).hexdigest()
     assert capsys.readouterr().out == f"wrote {out} (5000 bytes, sha256 {sha})\n"
 
@@ -384,7 +391,7 @@ def test_fetch_writes_the_file(checkpoint, tmp_path, capsys):
 def test_fetch_resumes_from_the_part_file(checkpoint, tmp_path, capsys):
     service, address = checkpoint
     out = tmp_path / "theta.safetensors"
-    fetch.part_path(out).write_bytes(service.data[:2500])
+    part_path(out).write_bytes(service.data[:2500])
     assert main(["fetch", "ckpt-1", "--out", str(out), "--server", address]) == 0
     fetched(service, out, capsys)
     assert offsets(service) == [2500]
@@ -403,7 +410,7 @@ def test_fetch_reopens_a_cut_stream_where_it_was_cut(checkpoint, tmp_path, capsy
 def test_fetch_starts_again_when_the_part_file_does_not_fit(checkpoint, tmp_path, capsys, part):
     service, address = checkpoint
     out = tmp_path / "theta.safetensors"
-    fetch.part_path(out).write_bytes(part)
+    part_path(out).write_bytes(part)
     assert main(["fetch", "ckpt-1", "--out", str(out), "--server", address]) == 0
     fetched(service, out, capsys)
     assert offsets(service) == [len(part), 0]
@@ -413,13 +420,13 @@ def test_fetch_deletes_a_download_whose_sha256_differs(checkpoint, tmp_path, cap
     service, address = checkpoint
     service.sha256 = "0" * 64
     out = tmp_path / "theta.safetensors"
-    fetch.part_path(out).write_bytes(service.data[:1000])
+    part_path(out).write_bytes(service.data[:1000])
     assert main(["fetch", "ckpt-1", "--out", str(out), "--server", address]) == 1
     (line,) = capsys.readouterr().err.splitlines()
     sha = hashlib.sha256(service.data).hexdigest()
     assert line == (
         f"star: error: ckpt-1: got 5000 bytes with sha256 {sha}, the server announced"
-        f" 5000 bytes with sha256 {'0' * 64}; deleted {fetch.part_path(out)},"
+        f" 5000 bytes with sha256 {'0' * 64}; deleted {part_path(out)},"
         " run again"
     )
     assert list(tmp_path.iterdir()) == []
@@ -429,16 +436,16 @@ def test_fetch_gives_up_after_repeated_cuts_and_keeps_the_part(
     checkpoint, tmp_path, capsys, monkeypatch
 ):
     service, address = checkpoint
-    monkeypatch.setattr(fetch, "FETCH_ATTEMPTS", 2)
+    fast_retries(monkeypatch, attempts=2)
     service.cut_fetch_after = [1] + [0] * 100  # 1 chunk, then nothing more ever
     out = tmp_path / "theta.safetensors"
     assert main(["fetch", "ckpt-1", "--out", str(out), "--server", address]) == 1
     assert error_lines(capsys) == [
         f"star: error: ckpt-1: download failed at byte 1024: UNAVAILABLE: stream cut"
-        f" (run again to resume from {fetch.part_path(out)})"
+        f" (run again to resume from {part_path(out)})"
     ]
-    assert fetch.part_path(out).read_bytes() == service.data[:1024] and not out.exists()
-    # 1 + FETCH_ATTEMPTS + 1 tries (gRPC itself retries a stream cut before its first chunk)
+    assert part_path(out).read_bytes() == service.data[:1024] and not out.exists()
+    # 1 + attempts + 1 tries (gRPC itself retries a stream cut before its first chunk)
     assert offsets(service)[0] == 0 and set(offsets(service)[1:]) == {1024}
     assert len(offsets(service)) >= 4
 
@@ -501,7 +508,7 @@ def job_events(job_id: str, final: int, error: str = "") -> list[job_pb2.JobEven
 @pytest.fixture
 def watched(stub, monkeypatch):
     service, address = stub
-    monkeypatch.setattr(watch, "RECONNECT_BACKOFF_S", 0.0)
+    fast_retries(monkeypatch)
     for job_id, final, error in (
         ("job-ok", job_pb2.JOB_STATE_SUCCEEDED, ""),
         ("job-bad", job_pb2.JOB_STATE_FAILED, "estimates all NaN"),
@@ -534,7 +541,7 @@ def test_watch_of_a_failed_job_exits_1_with_the_reason(watched, capsys):
 
 def test_a_stream_that_keeps_ending_before_the_job_is_an_error(watched, capsys, monkeypatch):
     service, address = watched
-    monkeypatch.setattr(watch, "RECONNECT_ATTEMPTS", 2)
+    fast_retries(monkeypatch, attempts=2)
     service.end_watch_early = True
     assert main(["watch", "job-ok", "--server", address]) == 1
     assert error_lines(capsys) == [
