@@ -139,27 +139,29 @@ def _receive(
 ) -> _Announced | None:
     """Append the chunks from the size of ``part`` on; what the server said about the file
     (None if it sent no chunk)."""
-    offset, announced = _size(part), None
+    offset, announced, file = _size(part), None, None
     call = open_call(offset, None)
     try:
-        with part.open("ab") as file:
-            for chunk in call:
-                this = _Announced(chunk.total_size, chunk.sha256)
-                if chunk.offset != offset or announced not in (None, this):
-                    raise StarError(
-                        "DATA_LOSS",
-                        f"{checkpoint_id}: the server sent a chunk at byte {chunk.offset}"
-                        f" (expected {offset}) or changed the file's size or sha256"
-                        " mid-download",
-                    )
-                announced = this
-                file.write(chunk.data)
-                offset += len(chunk.data)
-                if progress is not None:
-                    progress(offset, announced.total_size)
+        for chunk in call:
+            this = _Announced(chunk.total_size, chunk.sha256)
+            if chunk.offset != offset or announced not in (None, this):
+                raise StarError(
+                    "DATA_LOSS",
+                    f"{checkpoint_id}: the server sent a chunk at byte {chunk.offset}"
+                    f" (expected {offset}) or changed the file's size or sha256 mid-download",
+                )
+            announced = this
+            file = file or part.open("ab")  # opened at the first chunk: no empty .part
+            file.write(chunk.data)
+            offset += len(chunk.data)
+            if progress is not None:
+                progress(offset, announced.total_size)
+        if file is not None:
             file.flush()
             os.fsync(file.fileno())
     finally:
+        if file is not None:
+            file.close()
         call.cancel()
     return announced
 

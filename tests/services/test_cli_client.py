@@ -26,25 +26,8 @@ from services.client.streams import part_path
 from services.generated.star.v1 import job_pb2, schedule_pb2
 from star_core.training.config import MetaTrainConfig
 from tests.services import star_stub_server
+from tests.services.star_stub_server import SPEC, SPEC_YAML, job_events
 
-# A JobSpec in the proto's JSON form, as a user writes it.
-SPEC = {
-    "tasks": ["nqm"],
-    "optimizer": {"kind": "star", "constants": {"beta3": 1e-5}},
-    "estimator": {"kind": "pes", "horizon": 40, "truncation_length": 10},
-    "outer_steps": 30,
-    "num_workers": 2,
-}
-SPEC_YAML = """\
-tasks: [nqm]
-optimizer: {kind: star, constants: {beta3: 1.0e-5}}
-estimator:
-  kind: pes
-  horizon: 40
-  truncation_length: 10
-outer_steps: 30
-num_workers: 2
-"""
 # star train's flags, each set to a non-default value.
 TRAIN_FLAGS = [
     "--task",
@@ -451,58 +434,6 @@ def test_fetch_gives_up_after_repeated_cuts_and_keeps_the_part(
 
 
 # ----- watch ----------------------------------------------------------------------------------
-
-
-def job_events(job_id: str, final: int, error: str = "") -> list[job_pb2.JobEvent]:
-    """A job's events: RUNNING, metrics of step 1, a warning, a checkpoint, metrics of step 2,
-    then the change to ``final``."""
-    spec = job_pb2.JobSpec(outer_steps=2)
-    running, done = job_pb2.JOB_STATE_RUNNING, final
-
-    def event(seq: int, step: int, state: int, **what) -> job_pb2.JobEvent:
-        job = job_pb2.Job(job_id=job_id, state=state, step=step, spec=spec, error=error)
-        return job_pb2.JobEvent(job=job, seq=seq, **what)
-
-    metrics = [
-        job_pb2.MetricsUpdate(
-            step=s, metrics=job_pb2.JobMetrics(meta_loss=0.5 / s, inner_steps_per_second=100.0 * s)
-        )
-        for s in (1, 2)
-    ]
-    return [
-        event(
-            1,
-            0,
-            running,
-            state_change=job_pb2.StateChange(
-                from_state=job_pb2.JOB_STATE_PENDING, to_state=running, reason="placed"
-            ),
-        ),
-        event(2, 1, running, metrics=metrics[0]),
-        event(
-            3,
-            1,
-            running,
-            log=job_pb2.LogMessage(level=job_pb2.LOG_LEVEL_WARNING, message="worker 1 restarted"),
-        ),
-        event(
-            4,
-            1,
-            running,
-            checkpoint_written=job_pb2.CheckpointWritten(
-                checkpoint=job_pb2.Checkpoint(checkpoint_id="ckpt-a", step=1)
-            ),
-        ),
-        event(5, 2, running, metrics=metrics[1]),
-        event(
-            6,
-            2,
-            done,
-            state_change=job_pb2.StateChange(
-                from_state=running, to_state=done, reason=error or "all steps done"
-            ),
-        ),
-    ]
 
 
 @pytest.fixture
