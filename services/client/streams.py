@@ -4,7 +4,9 @@
 ends after the event that moves the job to SUCCEEDED, FAILED or CANCELLED. A stream that is cut
 (a transient status, or an end without that event) is opened again after the last ``seq`` seen
 (``WatchJobRequest.after_seq``), so no event is lost or repeated. After
-:attr:`RetryPolicy.attempts` reopenings in a row without a new event, the watch fails.
+:attr:`RetryPolicy.attempts` reopenings in a row without a new event, the watch fails. A watch
+that starts after the job's last event gets that terminal event again (the server sends it), so
+it always ends with the job's final state.
 
 **Download** (:func:`download`). Chunks are appended to ``FILE.part``. A cut download goes on
 from the size of ``FILE.part`` (``FetchCheckpointRequest.offset``): after a transient error, or
@@ -93,12 +95,12 @@ def follow(
         call = open_call(after_seq, timeout)
         try:
             for event in call:
-                if event.seq <= after_seq:
-                    continue
-                after_seq, failures = event.seq, 0
-                yield event
-                if is_terminal(event):
+                if is_terminal(event):  # also one at or before after_seq: the job has ended
+                    yield event
                     return
+                if event.seq > after_seq:
+                    after_seq, failures = event.seq, 0
+                    yield event
             reason = "the stream ended before the job did"
         except grpc.RpcError as err:
             error = from_rpc_error(err, "WatchJob")

@@ -146,6 +146,8 @@ class StubService(service_pb2_grpc.MetaTrainingServicer):
         self._check("WatchJob", request, context)
         self._job(request.job_id, context)
         events = [e for e in self.events[request.job_id] if e.seq > request.after_seq]
+        if not events:  # as the real server: a stream after the end sends the terminal event
+            events = self.events[request.job_id][-1:]
         cut = self.cut_watch_after.pop(0) if self.cut_watch_after else None
         if self.end_watch_early:
             events = events[:-1]

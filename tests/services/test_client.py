@@ -136,6 +136,13 @@ def test_watch_resumes_after_the_given_seq_and_ends_at_the_terminal_event(watche
     assert (request.job_id, request.after_seq, request.from_step) == ("job-ok", 4, 2)
 
 
+def test_a_watch_after_the_last_event_gets_the_terminal_event_and_ends(watched):
+    service, client = watched
+    (event,) = client.watch("job-ok", after_seq=6)
+    assert (event.seq, event.state_change.to_state) == (6, job_pb2.JOB_STATE_SUCCEEDED)
+    assert len(service.requests["WatchJob"]) == 1
+
+
 def test_a_stream_that_keeps_ending_before_the_job_is_a_star_error(watched):
     service, client = watched
     service.end_watch_early = True
