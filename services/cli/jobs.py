@@ -217,10 +217,8 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    from services.generated.star.v1 import service_pb2
-
-    with connect(args) as stub:
-        response = stub.DeleteJob(service_pb2.DeleteJobRequest(job_id=args.job_id))
+    with connect(args) as client:
+        response = client.delete_job(args.job_id)
     kept = response.kept_checkpoint_ids
     note = f"; kept {len(kept)} used as warm start: {', '.join(kept)}" if kept else ""
     print(f"{args.job_id}: deleted ({response.deleted_checkpoints} checkpoint files{note})")
