@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from services.cluster.learner import STRAGGLER_TIMEOUT_S, learner_name, worker_name
+from services.cluster.learner import learner_name, worker_name
+from services.cluster.pool import STRAGGLER_TIMEOUT_S
 from services.generated.star.v1 import job_pb2
 from star_core.training.checkpoint import load_checkpoint
 from tests.cluster.local_cluster import BIN
