@@ -23,8 +23,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-# The baseline name that runs the tuned-Adam learning-rate sweep.
-TUNED_ADAM = "adam-tuned"
+from services.domain import DEFAULT_EVAL_SEEDS, TUNED_ADAM
+
 # Config flag (argparse dest) -> the field it sets, a path in MetaTrainConfig and in the JobSpec
 # alike (``star submit`` sends the same flags in a JobSpec: services/cli/jobspec.py).
 CONFIG_FLAG_FIELDS = {
@@ -41,7 +41,6 @@ CONFIG_FLAG_FIELDS = {
     "sigma": "estimator.sigma",
 }
 DEFAULT_EVAL_STEPS = 1000
-DEFAULT_EVAL_SEEDS = 3
 
 
 def _key_value(text: str) -> tuple[str, Any]:

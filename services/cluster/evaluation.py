@@ -16,12 +16,10 @@ from typing import Any
 import numpy as np
 
 from services.cluster.lifecycle import Outcome, StopReason, stopped_outcome
-from services.domain import TUNED_ADAM, JobState
+from services.domain import CHECKPOINT_LABEL, TUNED_ADAM, JobState
 
 # Points of a summary's curve (evenly spaced steps, including 0 and the last one).
 CURVE_POINTS = 200
-# The label of the checkpoint's own summary.
-CHECKPOINT_LABEL = "checkpoint"
 
 
 def _finite_or_none(value: Any) -> float | None:

@@ -57,6 +57,7 @@ from services.domain.records import (
     ResourceExhausted,
     Schedule,
     check_transition,
+    utc_now,
 )
 from services.domain.spec import (
     BASELINES,
@@ -152,4 +153,5 @@ __all__ = [
     "canonical_json",
     "check_id",
     "check_transition",
+    "utc_now",
 ]

@@ -8,8 +8,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC (the default clock of the store and the scheduler)."""
+    return datetime.now(UTC)
+
 
 # What a job's workers run on (Job.device; "" until placed).
 DEVICES = ("cpu", "gpu")

@@ -55,7 +55,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from services.domain import (
@@ -67,6 +67,7 @@ from services.domain import (
     ResourceExhausted,
     Schedule,
     TrainingSpec,
+    utc_now,
 )
 from services.schedule.cron import latest_fire_time, next_fire_time
 from star_core.errors import ConfigError
@@ -80,10 +81,6 @@ MAX_SLEEP_S = 60.0
 MIN_SLEEP_S = 0.01
 # Schedules the service keeps at most (star serve --max-schedules).
 DEFAULT_MAX_SCHEDULES = 100
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class JobSubmitter(Protocol):

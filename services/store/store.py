@@ -13,11 +13,12 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from services.domain import (
+    LOG_LEVELS,
     CheckpointRecord,
     EventKind,
     Firing,
@@ -27,6 +28,7 @@ from services.domain import (
     JobState,
     OverlapPolicy,
     Schedule,
+    utc_now,
 )
 from services.store import jobs, retention, schedules
 from services.store.db import Database, from_micros, to_micros
@@ -39,10 +41,6 @@ MAX_EVENTS_PER_CALL = 1000
 
 Listener = Callable[[str, int], None]
 Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class IndexedCheckpoint(NamedTuple):
@@ -232,7 +230,7 @@ class Store:
 
     def log(self, job_id: str, level: str, message: str) -> int:
         """Append a LOG event (level INFO, WARNING or ERROR); returns its seq."""
-        if level not in ("INFO", "WARNING", "ERROR"):
+        if level not in LOG_LEVELS:
             raise ValueError(f"level must be INFO, WARNING or ERROR, got {level!r}")
         return self.append_event(job_id, EventKind.LOG, {"level": level, "message": message})
 

@@ -12,6 +12,7 @@ import pytest
 from services.api import convert
 from services.cluster.evaluation import evaluation_summary
 from services.domain import (
+    CHECKPOINT_LABEL,
     DistributedConfig,
     EvaluationConfig,
     EvaluationJobSpec,
@@ -304,7 +305,7 @@ def test_evaluation_job_and_schedule_protos(store):
     job, _ = store.create_job(submission.spec_json, kind=JobKind.EVALUATION)
     curve = np.array([[1.0, 0.5, 0.25], [1.0, np.inf, 0.5]])
     result = EvalResult("star", "digits_mlp", 2, (0, 1), curve, (), None, {})
-    summary = evaluation_summary(result, label=convert.CHECKPOINT_LABEL)
+    summary = evaluation_summary(result, label=CHECKPOINT_LABEL)
     assert summary["diverged"] == 1 and summary["curve_steps"] == [0, 1, 2]  # seed 1: inf
     assert summary["curve"] == [1.0, None, 0.375] and summary["final_loss"] == 0.375
     assert summary["mean_loss"] is None and summary["initial_loss"] == 1.0

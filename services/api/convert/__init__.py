@@ -18,7 +18,6 @@ protos stay at the API's edge.
 """
 
 from services.api.convert.records import (
-    CHECKPOINT_LABEL,
     checkpoint_to_proto,
     event_to_proto,
     from_timestamp,
@@ -55,7 +54,6 @@ from services.api.convert.spec import (
 )
 
 __all__ = [
-    "CHECKPOINT_LABEL",
     "EvaluationSubmission",
     "ScheduleSubmission",
     "Submission",

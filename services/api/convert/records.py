@@ -32,8 +32,6 @@ from star_core.errors import ConfigError
 FLOAT_METRICS = ("meta_loss", "inner_steps_per_second", "grad_norm", "outer_step_seconds")
 COUNT_METRICS = ("dropped_estimates", "stale_dropped", "worker_restarts")
 # Points of the mean loss curve an evaluation summary keeps (including step 0 and the last).
-# The label of the evaluated meta-parameters in an evaluation summary.
-CHECKPOINT_LABEL = "checkpoint"
 
 KINDS_TO_PROTO = {
     JobKind.TRAINING: job_pb2.JOB_KIND_TRAINING,
