@@ -48,7 +48,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from star_core import optimizers, tasks  # noqa: E402
 from star_core.estimators import EstimatorConfig  # noqa: E402
-from star_core.training import MetaTrainConfig, load_learned_optimizer, meta_train  # noqa: E402
+from star_core.training import (  # noqa: E402
+    MetaTrainConfig,
+    OptimizerConfig,
+    OuterConfig,
+    load_learned_optimizer,
+    meta_train,
+)
 from star_core.training import evaluate as ev  # noqa: E402
 
 META_TASK = "digits_mlp"
@@ -91,29 +97,28 @@ def runs() -> dict[str, MetaTrainConfig]:
     estimator = EstimatorConfig(
         kind="pes", sigma=SIGMA, truncation_length=TRUNCATION, horizon=HORIZON, num_pairs=PAIRS
     )
-    common = dict(
-        tasks=(META_TASK,),
-        estimator=estimator,
-        outer_learning_rate=OUTER_LR,
-        seed=0,
-        checkpoint_interval=100,
-    )
+    common = dict(tasks=(META_TASK,), estimator=estimator, seed=0, checkpoint_interval=100)
     out = {
         "blackbox": MetaTrainConfig(
-            optimizer="blackbox", outer_weight_decay=0.0, outer_steps=BLACKBOX_OUTER_STEPS, **common
+            optimizer=OptimizerConfig("blackbox"),
+            outer=OuterConfig(learning_rate=OUTER_LR, weight_decay=0.0),
+            outer_steps=BLACKBOX_OUTER_STEPS,
+            **common,
         )
     }
     for beta3 in (BETA3, BETA3_LARGE):
         for wd in WEIGHT_DECAYS:
             out[f"star_b{beta3:g}_wd{wd:g}"] = MetaTrainConfig(
-                optimizer="star",
-                optimizer_config={"beta3": beta3},
-                outer_weight_decay=wd,
+                optimizer=OptimizerConfig("star", {"beta3": beta3}),
+                outer=OuterConfig(learning_rate=OUTER_LR, weight_decay=wd),
                 outer_steps=OUTER_STEPS,
                 **common,
             )
     out["hyperparam"] = MetaTrainConfig(
-        optimizer="hyperparam", outer_weight_decay=0.0, outer_steps=OUTER_STEPS, **common
+        optimizer=OptimizerConfig("hyperparam"),
+        outer=OuterConfig(learning_rate=OUTER_LR, weight_decay=0.0),
+        outer_steps=OUTER_STEPS,
+        **common,
     )
     return out
 
@@ -156,17 +161,15 @@ SWEEP_TAIL = 30  # outer steps averaged at the end of a sweep run
 
 
 def _sweep_configs() -> dict[str, MetaTrainConfig]:
-    def config(optimizer, optimizer_config, sigma, lr, wd, steps):
+    def config(kind, constants, sigma, lr, wd, steps):
         estimator = EstimatorConfig(
             kind="pes", sigma=sigma, truncation_length=TRUNCATION, horizon=HORIZON, num_pairs=PAIRS
         )
         return MetaTrainConfig(
             tasks=(META_TASK,),
-            optimizer=optimizer,
-            optimizer_config=optimizer_config,
+            optimizer=OptimizerConfig(kind, constants),
             estimator=estimator,
-            outer_learning_rate=lr,
-            outer_weight_decay=wd,
+            outer=OuterConfig(learning_rate=lr, weight_decay=wd),
             outer_steps=steps,
             seed=0,
             checkpoint_interval=steps,

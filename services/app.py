@@ -112,7 +112,6 @@ class StarService:
     async def _start_components(self, data_dir: Path) -> None:
         import asyncio
 
-        from services.api import convert
         from services.api.server import build_server
         from services.api.servicer import MetaTrainingServicer
         from services.manager import JobManager
@@ -125,8 +124,6 @@ class StarService:
         self.manager = JobManager(
             self.store,
             checkpoints,
-            convert.spec_from_json,
-            convert.evaluation_job_from_json,
             max_jobs=options.max_jobs,
             max_running=options.max_running,
             worker_class=options.worker_class,

@@ -30,7 +30,7 @@ from typing import Any
 from services.cluster.evaluation import EvaluationRunner
 from services.cluster.lifecycle import Outcome, Runner, StopReason, end_job, run_job
 from services.cluster.runner import TrainingRunner
-from services.domain import Job, JobKind, JobState
+from services.domain import EvaluationJobSpec, Job, JobKind, JobState, TrainingSpec
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ SHUTDOWN_TIMEOUT_S = 120.0
 
 
 class JobManager:
-    """See the module docstring. ``parse_training(spec_json)`` / ``parse_evaluation(spec_json)``
-    turn a stored spec back into a TrainingSpec / EvaluationJobSpec (``services.api.convert``).
+    """See the module docstring. A job's stored spec (``Job.spec_json``) is read back with
+    ``TrainingSpec.from_json`` / ``EvaluationJobSpec.from_json`` when it starts.
 
     ``runner_factory(job)`` makes the runner of a job (default: :meth:`make_runner`, a
     ``TrainingRunner`` or ``EvaluationRunner``; tests give stand-ins); ``worker_class`` is the
@@ -55,8 +55,6 @@ class JobManager:
         self,
         store: Any,
         checkpoints: Any,
-        parse_training: Callable[[str], Any],
-        parse_evaluation: Callable[[str], Any],
         *,
         max_jobs: int = DEFAULT_MAX_JOBS,
         max_running: int = DEFAULT_MAX_RUNNING,
@@ -65,8 +63,6 @@ class JobManager:
     ):
         self.store = store
         self.checkpoints = checkpoints
-        self.parse_training = parse_training
-        self.parse_evaluation = parse_evaluation
         self.max_jobs = max_jobs
         self.max_running = max_running
         self.runner_factory = runner_factory or self.make_runner
@@ -186,9 +182,9 @@ class JobManager:
     def make_runner(self, job: Job) -> Runner:
         """The runner of a stored job (ValueError / ConfigError for a spec that does not parse)."""
         if job.kind is JobKind.TRAINING:
-            spec = self.parse_training(job.spec_json)
+            spec = TrainingSpec.from_json(job.spec_json)
             return TrainingRunner(self.store, self.checkpoints, job.job_id, spec, self.worker_class)
-        spec = self.parse_evaluation(job.spec_json)
+        spec = EvaluationJobSpec.from_json(job.spec_json)
         return EvaluationRunner(self.store, self.checkpoints, job.job_id, spec)
 
     async def _launch(self, job: Job) -> None:

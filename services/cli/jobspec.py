@@ -13,10 +13,12 @@ and the server fills in the library defaults (``Job.spec`` shows what a job runs
 
 The flags are ``star train``'s (``services.cli.train.add_config_flags``, without ``--task-arg``:
 a JobSpec has no task arguments) and the cluster flags of :func:`add_cluster_flags`; each sets one
-JobSpec field (:data:`FLAG_FIELDS`), ``--task`` replaces the tasks, ``--optimizer`` naming another
-optimizer drops the file's constants (as in ``star train``), ``--opt-arg KEY=VALUE`` sets a
-constant or an ablation switch. The result sent for the same flags is the config ``star train``
-would run (tests/services/test_cli_client.py checks this through the server's conversion).
+JobSpec field (:data:`FLAG_FIELDS`: ``star train``'s table, whose paths are the JobSpec's, and
+the cluster flags), ``--task`` replaces the tasks, ``--optimizer`` naming another optimizer drops
+the file's constants (as in ``star train``), ``--opt-arg KEY=VALUE`` sets an ablation switch
+(a field of ``OptimizerSpec`` of its own) or else a constant. The result sent for the same flags
+is the config ``star train`` would run (tests/services/test_cli_client.py checks this through
+the server's conversion).
 """
 
 from __future__ import annotations
@@ -27,25 +29,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from services.cli.train import add_config_flags
+from services.cli.train import CONFIG_FLAG_FIELDS, add_config_flags
 
 # OptimizerSpec.kind when it is empty (job.proto).
 DEFAULT_OPTIMIZER_KIND = "star"
-# OptimizerSpec fields that --opt-arg sets directly; any other key is an entry of `constants`.
-OPTIMIZER_SWITCHES = ("nominal_direction", "nominal", "precondition_blackbox")
+# OptimizerSpec fields that are not switches: --opt-arg sets any other field of OptimizerSpec
+# directly, and any key that is not one of its fields as an entry of `constants`.
+OPTIMIZER_NON_SWITCHES = ("kind", "constants")
 # Flag (argparse dest) -> the JobSpec field it sets.
 FLAG_FIELDS = {
-    "outer_steps": "outer_steps",
-    "seed": "seed",
-    "checkpoint_interval": "checkpoint_interval",
-    "outer_lr": "outer.learning_rate",
-    "weight_decay": "outer.weight_decay",
-    "decay_all": "outer.decay_all",
-    "estimator": "estimator.kind",
-    "horizon": "estimator.horizon",
-    "truncation": "estimator.truncation_length",
-    "pairs": "estimator.num_pairs",
-    "sigma": "estimator.sigma",
+    **CONFIG_FLAG_FIELDS,
     "workers": "num_workers",
     "gpus_per_worker": "gpus_per_worker",
     "max_staleness": "max_staleness",
@@ -203,8 +196,9 @@ def _apply_optimizer(spec, args: argparse.Namespace) -> None:
         spec.optimizer.Clear()
     if args.optimizer:
         spec.optimizer.kind = args.optimizer
+    fields = spec.optimizer.DESCRIPTOR.fields_by_name
     for key, value in args.opt_arg:
-        if key in OPTIMIZER_SWITCHES:
+        if key in fields and key not in OPTIMIZER_NON_SWITCHES:
             _set(spec, f"optimizer.{key}", value, "opt_arg")
         elif isinstance(value, int | float) and not isinstance(value, bool):
             spec.optimizer.constants[key] = float(value)

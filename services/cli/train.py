@@ -25,6 +25,21 @@ from typing import Any
 
 # The baseline name that runs the tuned-Adam learning-rate sweep.
 TUNED_ADAM = "adam-tuned"
+# Config flag (argparse dest) -> the field it sets, a path in MetaTrainConfig and in the JobSpec
+# alike (``star submit`` sends the same flags in a JobSpec: services/cli/jobspec.py).
+CONFIG_FLAG_FIELDS = {
+    "outer_steps": "outer_steps",
+    "seed": "seed",
+    "checkpoint_interval": "checkpoint_interval",
+    "outer_lr": "outer.learning_rate",
+    "weight_decay": "outer.weight_decay",
+    "decay_all": "outer.decay_all",
+    "estimator": "estimator.kind",
+    "horizon": "estimator.horizon",
+    "truncation": "estimator.truncation_length",
+    "pairs": "estimator.num_pairs",
+    "sigma": "estimator.sigma",
+}
 DEFAULT_EVAL_STEPS = 1000
 DEFAULT_EVAL_SEEDS = 3
 
@@ -181,36 +196,34 @@ def _train_config(args: argparse.Namespace):
 
 def config_from_args(args: argparse.Namespace, data: dict[str, Any]):
     """The MetaTrainConfig of ``data`` (a ``MetaTrainConfig.to_dict()``) with the flags of
-    :func:`add_config_flags` applied: a new optimizer drops the old one's constants, new tasks
-    drop the old task arguments."""
+    :func:`add_config_flags` applied: a new optimizer drops the old one's constants and
+    switches, new tasks drop the old task arguments, ``--opt-arg`` sets a switch
+    (``SWITCHES``) or a constant."""
     from star_core.training import MetaTrainConfig
+    from star_core.training.config import SWITCHES
 
     if args.task:
         data["tasks"] = args.task
         data["task_args"] = {}
     if getattr(args, "task_arg", None):
         data["task_args"] = {name: dict(args.task_arg) for name in data["tasks"]}
-    if args.optimizer and args.optimizer != data["optimizer"]:
-        data["optimizer"], data["optimizer_config"] = args.optimizer, {}
-    data["optimizer_config"] = {**data["optimizer_config"], **dict(args.opt_arg)}
-    overrides = {
-        "outer_steps": args.outer_steps,
-        "seed": args.seed,
-        "outer_learning_rate": args.outer_lr,
-        "outer_weight_decay": args.weight_decay,
-        "decay_all": args.decay_all,
-        "checkpoint_interval": args.checkpoint_interval,
-    }
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    estimator = {
-        "kind": args.estimator,
-        "horizon": args.horizon,
-        "num_pairs": args.pairs,
-        "truncation_length": args.truncation,
-        "sigma": args.sigma,
-    }
-    estimator = {k: v for k, v in estimator.items() if v is not None}
-    data["estimator"] = {**data["estimator"], **estimator}
+    optimizer = data["optimizer"]
+    if args.optimizer and args.optimizer != optimizer["kind"]:
+        optimizer = {"kind": args.optimizer, "constants": {}}
+    for key, value in args.opt_arg:
+        if key in SWITCHES:
+            optimizer[key] = value
+        else:
+            optimizer["constants"] = {**optimizer["constants"], key: value}
+    data["optimizer"] = optimizer
+    for dest, path in CONFIG_FLAG_FIELDS.items():
+        value = getattr(args, dest)
+        if value is not None:
+            *parents, name = path.split(".")
+            node = data
+            for parent in parents:
+                node = node.setdefault(parent, {})
+            node[name] = value
     return MetaTrainConfig.from_dict(data)
 
 
@@ -264,7 +277,7 @@ def _candidate(spec: str, kind: str, opt_args: dict[str, Any]):
         )
     if spec == TUNED_ADAM:
         return TUNED_ADAM, lambda task, n, seeds, cb: tune_adam(task, n, seeds, progress=cb)
-    baselines = [n for n, cls in optimizers.OPTIMIZERS.items() if cls().num_meta_params == 0]
+    baselines = list(optimizers.baselines())
     if spec not in baselines:
         raise ValueError(
             f"--baseline must be one of {', '.join(baselines + [TUNED_ADAM])}, got {spec!r}"

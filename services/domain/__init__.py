@@ -25,11 +25,13 @@ Errors: :class:`NotFound`, :class:`AlreadyExists`, :class:`FailedPrecondition` a
 ``star_core.errors.ConfigError`` (its ``.field`` names the offending field). The API layer maps
 them to gRPC status codes in one place; anything else is an internal error.
 
-Spec-level settings that ``MetaTrainConfig`` does not hold live in ``spec``:
-:class:`DistributedConfig` (workers, GPUs, staleness, batch), :class:`EvaluationConfig`, the
-bounds of a spec (``MAX_WORKERS``, ``MAX_SPEC_BYTES``, ...) and the validated specs
-(:class:`TrainingSpec`, :class:`EvaluationJobSpec`). Their ``ConfigError`` fields are the
-JobSpec proto's paths (``num_workers``, ``worker_resources.<name>``, ``evaluation.steps``).
+The validated specs live in ``spec``: :class:`TrainingSpec` (a ``MetaTrainConfig`` with
+:class:`DistributedConfig`, the warm start, :class:`EvaluationConfig`) and
+:class:`EvaluationJobSpec`, with every default resolved and a canonical JSON form
+(``to_json`` / ``from_json``) that the store keeps; also the bounds of a spec (``MAX_WORKERS``,
+``MAX_SPEC_BYTES``, ...) and the rule for ids a client names (:func:`check_id`). Their
+``ConfigError`` fields are the JobSpec proto's paths (``num_workers``,
+``worker_resources.<name>``, ``evaluation.steps``, ``optimizer.constants.beta3``).
 
 Import everything from this package: ``from services.domain import JobState, NotFound``.
 """
@@ -72,10 +74,10 @@ from services.domain.spec import (
     MAX_EVAL_STEPS,
     MAX_GPUS_PER_WORKER,
     MAX_HORIZON,
+    MAX_ID_LENGTH,
     MAX_KEEP_CHECKPOINTS,
     MAX_NUM_PAIRS,
     MAX_OUTER_STEPS,
-    MAX_REQUEST_ID,
     MAX_RESOURCE_NAME,
     MAX_SPEC_BYTES,
     MAX_STALENESS,
@@ -89,7 +91,8 @@ from services.domain.spec import (
     EvaluationConfig,
     EvaluationJobSpec,
     TrainingSpec,
-    check_request_id,
+    canonical_json,
+    check_id,
 )
 
 __all__ = [
@@ -124,10 +127,10 @@ __all__ = [
     "MAX_EVAL_STEPS",
     "MAX_GPUS_PER_WORKER",
     "MAX_HORIZON",
+    "MAX_ID_LENGTH",
     "MAX_KEEP_CHECKPOINTS",
     "MAX_NUM_PAIRS",
     "MAX_OUTER_STEPS",
-    "MAX_REQUEST_ID",
     "MAX_RESOURCE_NAME",
     "MAX_SPEC_BYTES",
     "MAX_STALENESS",
@@ -144,6 +147,7 @@ __all__ = [
     "TRANSITIONS",
     "TUNED_ADAM",
     "TrainingSpec",
-    "check_request_id",
+    "canonical_json",
+    "check_id",
     "check_transition",
 ]

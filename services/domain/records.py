@@ -50,8 +50,8 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 
 
 class JobKind(enum.Enum):
-    TRAINING = "training"  # meta-training; spec_json is a JobSpec
-    EVALUATION = "evaluation"  # the evaluation protocol; spec_json is an EvaluationJobSpec
+    TRAINING = "training"  # meta-training; spec_json is a TrainingSpec's JSON
+    EVALUATION = "evaluation"  # the evaluation protocol; spec_json: an EvaluationJobSpec's
 
 
 class OverlapPolicy(enum.Enum):
@@ -114,9 +114,9 @@ def check_transition(job_id: str, current: JobState, target: JobState) -> None:
 class Job:
     """A job as the store records it. Times are timezone-aware UTC datetimes.
 
-    spec_json: the canonical JSON of the job's spec (a JobSpec for TRAINING, an
-    EvaluationJobSpec for EVALUATION), every default filled in. metrics: the latest metrics by
-    name (cumulative counters and last-step values, merged over progress updates).
+    spec_json: the canonical JSON of the job's spec (``TrainingSpec.to_json`` for TRAINING,
+    ``EvaluationJobSpec.to_json`` for EVALUATION), every default filled in. metrics: the latest
+    metrics by name (cumulative counters and last-step values, merged over progress updates).
     evaluation: evaluation summaries (JSON objects with the EvaluationSummary proto's fields).
     last_seq: the seq of the job's latest event. request_id / schedule_id: "" when none.
     """
@@ -167,7 +167,7 @@ class CheckpointRecord:
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
-    """A cron schedule. template_json: canonical JSON of its JobSpec template.
+    """A cron schedule. template_json: the canonical JSON of its template (a TrainingSpec's).
     next_fire_time: None while paused. last_job_id: "" before the first job."""
 
     schedule_id: str

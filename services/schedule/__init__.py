@@ -16,7 +16,7 @@ Wiring (``services.app``)::
 """
 
 from services.schedule.cron import check_cron, latest_fire_time, next_fire_time, zone
-from services.schedule.scheduler import JobSubmitter, Scheduler, with_warm_start
+from services.schedule.scheduler import JobSubmitter, Scheduler
 
 __all__ = [
     "JobSubmitter",
@@ -24,6 +24,5 @@ __all__ = [
     "check_cron",
     "latest_fire_time",
     "next_fire_time",
-    "with_warm_start",
     "zone",
 ]

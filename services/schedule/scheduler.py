@@ -52,14 +52,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from google.protobuf import json_format
-
-from services.api.convert import canonical_json
 from services.domain import (
     ACTIVE_STATES,
     Firing,
@@ -68,8 +66,8 @@ from services.domain import (
     OverlapPolicy,
     ResourceExhausted,
     Schedule,
+    TrainingSpec,
 )
-from services.generated.star.v1 import job_pb2
 from services.schedule.cron import latest_fire_time, next_fire_time
 from star_core.errors import ConfigError
 
@@ -104,13 +102,6 @@ class JobSubmitter(Protocol):
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a job (a finished one is returned unchanged)."""
-
-
-def with_warm_start(template_json: str, checkpoint_id: str) -> str:
-    """The canonical JobSpec JSON of a template that starts from ``checkpoint_id``."""
-    spec = json_format.Parse(template_json, job_pb2.JobSpec())
-    spec.warm_start_checkpoint_id = checkpoint_id
-    return canonical_json(spec)
 
 
 class Scheduler:
@@ -287,7 +278,9 @@ class Scheduler:
         checkpoint = await self._call(self.store.latest_checkpoint, latest.last_job_id)
         if checkpoint is None:  # the template as it is: its own warm start, or fresh
             return latest.template_json
-        return with_warm_start(latest.template_json, checkpoint.checkpoint_id)
+        template = TrainingSpec.from_json(latest.template_json)
+        spec = dataclasses.replace(template, warm_start_checkpoint_id=checkpoint.checkpoint_id)
+        return spec.to_json()
 
     async def _dispatch_queued(self) -> list[Firing]:
         """Create the jobs of queued firings whose previous job has ended."""

@@ -7,7 +7,7 @@ Typical use (the servicer, the runner and the scheduler share one ``Store``)::
     store = Store(data_dir / "star.db")
     files = CheckpointStore(data_dir / "checkpoints")
 
-    # SubmitJob: validate, canonicalize (services.api.convert), then create idempotently
+    # SubmitJob: validate (services.api.convert), store TrainingSpec.to_json(), idempotently
     job, created = store.create_job(spec_json, request_id=req.request_id, max_active=max_jobs)
 
     # the runner

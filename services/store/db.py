@@ -20,7 +20,8 @@ Settings and why:
 - one connection (``check_same_thread=False``) and a lock: threads of the service (gRPC handlers,
   the runner, the scheduler) take turns, so they never race for SQLite's own write lock.
 
-Migrations: :data:`MIGRATIONS` is an ordered list of (version, statements). The table
+Migrations: :data:`MIGRATIONS` is an ordered list of (version, steps); a step is an SQL
+statement or a function of the connection (a change of stored JSON). The table
 ``schema_version`` holds the version of the file; opening applies every newer migration, each
 in its own transaction. A file written by a newer version of the service is refused.
 Times are stored as integer microseconds since the Unix epoch (UTC).
@@ -29,12 +30,16 @@ Times are stored as integer microseconds since the Unix epoch (UTC).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+from services.domain import canonical_json
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +154,84 @@ _SCHEMA_V3 = (
     "ALTER TABLE checkpoints_v3 RENAME TO checkpoints",
     "CREATE INDEX checkpoints_by_job ON checkpoints (job_id, step, id)",
 )
-# (version, statements), in order. Never edit a released migration: append a new one.
-MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+
+
+# v4: specs are stored as the domain's JSON (services.domain.spec: TrainingSpec.to_json,
+# EvaluationJobSpec.to_json) instead of the proto JSON of a JobSpec / EvaluationJobSpec. Both
+# have the same keys; proto JSON leaves out a field at its zero value (and rows written before
+# a field existed lack it), the domain's JSON names it: these are the values added, as they
+# were when this migration was written. Fields left out because they are unset (None in the
+# domain: gpus_per_worker, evaluation, a switch the optimizer lacks) stay left out.
+_TRAINING_FIELDS = {
+    "task_args": {},
+    "warm_start_checkpoint_id": "",
+    "worker_resources": {},
+    "cpus_per_worker": 1,
+    "keep_checkpoints": 5,
+}
+_OPTIMIZER_FIELDS = {"constants": {}}
+_EVALUATION_FIELDS = {"task": "", "seeds": 3, "baselines": []}
+
+
+def _with_fields(data: Any, fields: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a dict) with each missing key of ``fields`` set to its value."""
+    return {**json.loads(json.dumps(fields)), **data}
+
+
+def training_spec_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """A training spec (or schedule template) in proto JSON -> the domain's JSON."""
+    data = _with_fields(data, _TRAINING_FIELDS)
+    if isinstance(data.get("optimizer"), dict):
+        data["optimizer"] = _with_fields(data["optimizer"], _OPTIMIZER_FIELDS)
+    if isinstance(data.get("evaluation"), dict):
+        data["evaluation"] = _with_fields(data["evaluation"], _EVALUATION_FIELDS)
+    return data
+
+
+def evaluation_spec_v4(data: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation job's spec in proto JSON -> the domain's JSON."""
+    data = _with_fields(data, {"checkpoint_id": ""})
+    data["evaluation"] = _with_fields(data.get("evaluation") or {}, _EVALUATION_FIELDS)
+    return data
+
+
+def _converted(text: str, convert: Callable[[dict[str, Any]], dict[str, Any]]) -> str:
+    """``text`` converted (unchanged when it is not a JSON object: logged, left for the
+    service to report when the job runs)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        logger.warning("stored spec is not a JSON object, left as it is: %.200s", text)
+        return text
+    return canonical_json(convert(data))
+
+
+def _specs_to_domain_json(conn: sqlite3.Connection) -> None:
+    rows = conn.execute("SELECT id, kind, spec_json FROM jobs").fetchall()
+    for row in rows:
+        convert = training_spec_v4 if row["kind"] == "training" else evaluation_spec_v4
+        conn.execute(
+            "UPDATE jobs SET spec_json = ? WHERE id = ?",
+            (_converted(row["spec_json"], convert), row["id"]),
+        )
+    for row in conn.execute("SELECT id, template_json FROM schedules").fetchall():
+        conn.execute(
+            "UPDATE schedules SET template_json = ? WHERE id = ?",
+            (_converted(row["template_json"], training_spec_v4), row["id"]),
+        )
+
+
+_SCHEMA_V4 = (_specs_to_domain_json,)
+# A step of a migration: an SQL statement, or a function that changes rows.
+Step = str | Callable[[sqlite3.Connection], None]
+# (version, steps), in order. Never edit a released migration: append a new one.
+MIGRATIONS: tuple[tuple[int, tuple[Step, ...]], ...] = (
     (1, _SCHEMA_V1),
     (2, _SCHEMA_V2),
     (3, _SCHEMA_V3),
+    (4, _SCHEMA_V4),
 )
 
 
@@ -242,12 +320,15 @@ class Database:
                 f"{self.path} has schema version {current}, newer than this service's {latest}:"
                 " upgrade the service"
             )
-        for version, statements in MIGRATIONS:
+        for version, steps in MIGRATIONS:
             if version <= current:
                 continue
             with self.transaction() as conn:
-                for statement in statements:
-                    conn.execute(statement)
+                for step in steps:
+                    if callable(step):
+                        step(conn)
+                    else:
+                        conn.execute(step)
                 conn.execute("UPDATE schema_version SET version = ?", (version,))
             logger.info("%s: migrated the schema to version %d", self.path, version)
 

@@ -120,7 +120,7 @@ class Store:
     ) -> tuple[Job, bool]:
         """Create a PENDING job; returns ``(job, created)``.
 
-        spec_json: the canonical JSON of the validated spec (``services.api.convert``).
+        spec_json: the canonical JSON of the validated spec (``TrainingSpec.to_json``).
         request_id: idempotency key. A known request_id with the same spec_json and kind returns
           the existing job (created False); with a different one it raises AlreadyExists.
         schedule_id, fire_time: the schedule firing that creates the job. A firing that already

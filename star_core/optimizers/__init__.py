@@ -9,9 +9,14 @@ Every entry of ``OPTIMIZERS`` is a ``LearnedOptimizer`` class built from config 
     updates, state = tx.update(grads, state, params)
     params = optax.apply_updates(params, updates)
 
-Baselines ("adam", "sgdm", "aggmo") have ``theta == {}``.
+Baselines ("adam", "sgdm", "aggmo") have ``theta == {}``; :func:`meta_trainable` and
+:func:`baselines` split the registry by that. Mistakes in a name or a config field raise
+``ConfigError`` whose field is the config field (empty for the name, which the caller names).
 """
 
+import functools
+
+from star_core.errors import ConfigError
 from star_core.optimizers.base import LearnedOptimizer
 from star_core.optimizers.baselines import SGDM, Adam, AggMo, AggMoState, scale_by_aggmo
 from star_core.optimizers.blackbox import Blackbox, BlackboxConfig
@@ -37,11 +42,33 @@ OPTIMIZERS: dict[str, type[LearnedOptimizer]] = {
 def get(name: str, **config) -> LearnedOptimizer:
     """The optimizer ``name`` of ``OPTIMIZERS`` with the given config fields.
 
-    Raises ValueError naming the allowed names (unknown optimizer) or fields (bad config).
+    Raises ConfigError: field "" for an unknown name (with the allowed names), the config
+    field's name for a bad or unknown field (with the allowed fields).
     """
     if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](**config)
+        raise ConfigError("", f"unknown optimizer {name!r}; allowed: {', '.join(OPTIMIZERS)}")
+    try:
+        return OPTIMIZERS[name](**config)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:  # a config class that checks without ConfigError
+        raise ConfigError("", f"{name}: {err}") from err
+
+
+@functools.cache
+def _num_meta_params(name: str) -> int:
+    return OPTIMIZERS[name]().num_meta_params
+
+
+def meta_trainable() -> tuple[str, ...]:
+    """Registry names of the optimizers that have meta-parameters (what meta-training trains),
+    in registry order."""
+    return tuple(name for name in OPTIMIZERS if _num_meta_params(name) > 0)
+
+
+def baselines() -> tuple[str, ...]:
+    """Registry names of the optimizers without meta-parameters (hand-designed baselines)."""
+    return tuple(name for name in OPTIMIZERS if _num_meta_params(name) == 0)
 
 
 __all__ = [
@@ -59,6 +86,8 @@ __all__ = [
     "LearnedOptimizer",
     "Star",
     "StarConfig",
+    "baselines",
     "get",
+    "meta_trainable",
     "scale_by_aggmo",
 ]

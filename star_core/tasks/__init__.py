@@ -1,8 +1,9 @@
 """Inner problems: models, datasets (tensorflow-datasets + embedded), and the task registry.
 
 ``TASKS`` maps a name to a task of the default configuration; ``get(name, **config)`` returns it
-with fields replaced (``get("text_lstm", dataset="my_corpus")``). Every task follows
-``base.Task``: ``init``, ``loss``, ``batches``, ``normalizer``, ``max_loss``, ``name``.
+with fields replaced (``get("text_lstm", dataset="my_corpus")``); a mistake raises ``ConfigError``
+whose field is the task field (empty for the name, which the caller names: ``tasks[1]``). Every
+task follows ``base.Task``: ``init``, ``loss``, ``batches``, ``normalizer``, ``max_loss``, ``name``.
 See docs/tasks.md for the data each task needs.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from star_core.errors import ConfigError
 from star_core.tasks.base import Task, classifier_max_loss, normalize_loss
 from star_core.tasks.image import ImageClassification
 from star_core.tasks.language import LanguageModel
@@ -51,15 +53,28 @@ TASKS: dict[str, Task] = {
 
 
 def get(name: str, **config) -> Task:
-    """The registered task ``name`` with the fields in ``config`` replaced (validated)."""
-    if name not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
+    """The registered task ``name`` with the fields in ``config`` replaced (validated).
+
+    ConfigError: field "" for an unknown name, the field's name for an unknown field, "" with
+    the task's own message for a value the task refuses.
+    """
+    if not isinstance(name, str) or name not in TASKS:
+        raise ConfigError("", f"unknown task {name!r}; allowed: {', '.join(sorted(TASKS))}")
     task = TASKS[name]
     allowed = [f.name for f in dataclasses.fields(task) if f.name != "name"]
     for field in config:
         if field not in allowed:
-            raise ValueError(f"{name} has no field {field!r}; allowed fields: {allowed}")
-    return dataclasses.replace(task, **config) if config else task
+            raise ConfigError(
+                str(field), f"{name} has no field {field!r}; allowed fields: {allowed}"
+            )
+    if not config:
+        return task
+    try:
+        return dataclasses.replace(task, **config)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:  # the task's own checks
+        raise ConfigError("", f"{name}: {err}") from err
 
 
 __all__ = ["TASKS", "Task", "classifier_max_loss", "get", "normalize_loss"]

@@ -9,8 +9,10 @@ One checkpoint is one safetensors file:
   exported optimizer. Version-1 files named them by position (``outer_state/2/0/mu/mlp/w0``)
   and are still read;
 - JSON metadata in the safetensors header: ``format``, ``format_version``, ``optimizer`` (its
-  registry name), ``optimizer_config`` (the full constants), ``step`` and ``meta_train_config``,
-  plus whatever else the writer adds (each value JSON-encoded under its own key).
+  registry name), ``optimizer_config`` (its config class's fields, all of them), ``step`` and
+  ``meta_train_config`` (``MetaTrainConfig.to_dict()``; older files hold the flat layout, which
+  ``MetaTrainConfig.from_dict`` still reads), plus whatever else the writer adds (each value
+  JSON-encoded under its own key).
 
 Large pytrees that only resuming needs (the estimator's PES particles) go in a second file with
 the same layout (:func:`save_tree` / :func:`load_tree`). Every file is written to a temporary

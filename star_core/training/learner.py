@@ -69,8 +69,9 @@ class Learner:
         self.config = config
         self.lopt = config.make_optimizer()
         self.keys = run_keys(config.seed)
+        outer = config.outer
         self.outer_tx = outer_optimizer(
-            config.outer_learning_rate, config.clip, config.outer_weight_decay, config.decay_all
+            outer.learning_rate, outer.clip, outer.weight_decay, outer.decay_all
         )
         self._outer_step = jax.jit(self._outer_step_impl)
 
@@ -98,11 +99,11 @@ class Learner:
         except (ValueError, FileNotFoundError) as err:
             raise ConfigError(WARM_START_FIELD, f"warm start: {err}") from err
         stored = loaded.metadata["optimizer"]
-        if stored != self.config.optimizer:
+        if stored != self.config.optimizer.kind:
             raise ConfigError(
                 WARM_START_FIELD,
                 f"warm start: the checkpoint holds a {stored!r} optimizer, this run trains"
-                f" {self.config.optimizer!r}",
+                f" {self.config.optimizer.kind!r}",
             )
         template = self.lopt.init_meta_params(self.keys.theta)
         named = ckpt.named_leaves(loaded.theta)
@@ -135,7 +136,7 @@ class Learner:
     def metadata(self, state: LearnerState) -> dict[str, Any]:
         """The checkpoint metadata of ``state``: what made it and how far it got."""
         return {
-            "optimizer": self.config.optimizer,
+            "optimizer": self.config.optimizer.kind,
             "optimizer_config": json.loads(json.dumps(dataclasses.asdict(self.lopt.config))),
             "step": state.step,
             "meta_train_config": self.config.to_dict(),

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from star_core import optimizers
+from star_core.errors import ConfigError
 from star_core.features import (
     as_rank1,
     build_features,
@@ -267,20 +268,31 @@ def test_optimizers_are_hashable_values():
 
 
 @pytest.mark.parametrize(
-    ("name", "config", "mentions"),
+    ("name", "config", "field", "mentions"),
     [
-        ("nope", {}, ["nope", "blackbox", "star", "hyperparam", "adam", "sgdm", "aggmo"]),
-        ("star", {"beta3": -1.0}, ["beta3"]),
-        ("blackbox", {"beta1": -0.1}, ["beta1"]),
-        ("star", {"nominal_direction": "rmsprop"}, ["nominal_direction", "adamaggmo", "sgd"]),
-        ("hyperparam", {"nominal_direction": "x"}, ["nominal_direction", "aggmo"]),
-        ("star", {"learning_rate": 1.0}, ["learning_rate", "alpha0", "precondition_blackbox"]),
-        ("adam", {"learning_rate": 0.0}, ["learning_rate"]),
-        ("aggmo", {"betas": (0.9, 1.0)}, ["betas"]),
+        ("nope", {}, "", ["nope", "blackbox", "star", "hyperparam", "adam", "sgdm", "aggmo"]),
+        ("star", {"beta3": -1.0}, "beta3", ["beta3"]),
+        ("blackbox", {"beta1": -0.1}, "beta1", ["beta1"]),
+        (
+            "star",
+            {"nominal_direction": "rmsprop"},
+            "nominal_direction",
+            ["nominal_direction", "adamaggmo", "sgd"],
+        ),
+        ("hyperparam", {"nominal_direction": "x"}, "nominal_direction", ["aggmo"]),
+        (
+            "star",
+            {"learning_rate": 1.0},
+            "learning_rate",
+            ["learning_rate", "alpha0", "precondition_blackbox"],
+        ),
+        ("adam", {"learning_rate": 0.0}, "learning_rate", ["learning_rate"]),
+        ("aggmo", {"betas": (0.9, 1.0)}, "betas", ["betas"]),
     ],
 )
-def test_invalid_config_raises_value_error_naming_the_field(name, config, mentions):
-    with pytest.raises(ValueError) as err:
+def test_invalid_config_raises_config_error_naming_the_field(name, config, field, mentions):
+    with pytest.raises(ConfigError) as err:
         optimizers.get(name, **config)
+    assert err.value.field == field
     for word in mentions:
         assert word in str(err.value)

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import math
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from google.protobuf import json_format
 
 from services.api import convert
 from services.cluster.evaluation import evaluation_summary
 from services.domain import (
     DistributedConfig,
     EvaluationConfig,
+    EvaluationJobSpec,
     JobKind,
     JobState,
     OverlapPolicy,
@@ -24,7 +24,7 @@ from services.generated.star.v1 import job_pb2, schedule_pb2, service_pb2
 from services.store import CheckpointStore
 from star_core.errors import ConfigError
 from star_core.estimators import EstimatorConfig
-from star_core.training.config import MetaTrainConfig
+from star_core.training.config import MetaTrainConfig, OptimizerConfig, OuterConfig
 from star_core.training.evaluate import EvalResult
 from tests.services.specs import MALFORMED, malformed_specs, valid_specs
 
@@ -46,7 +46,7 @@ def test_malformed_spec_names_its_field(description, spec, field):
     with pytest.raises(ConfigError) as err:
         convert.submit_request(service_pb2.SubmitJobRequest(spec=spec, request_id="r"))
     assert err.value.field == field, (description, str(err.value))
-    assert str(err.value)
+    assert str(err.value).startswith(field)  # the message names the path too
 
 
 @pytest.mark.parametrize("request_id", ["a" * 129, "has space", "../x"])
@@ -59,18 +59,17 @@ def test_bad_request_id(request_id):
 def test_an_empty_spec_takes_the_library_defaults():
     submission = convert.submit_request(service_pb2.SubmitJobRequest(request_id="r-1"))
     spec = submission.spec
-    assert spec.config == dataclasses.replace(
-        MetaTrainConfig(),
-        optimizer_config=dataclasses.asdict(MetaTrainConfig().make_optimizer().config),
-    )
+    assert spec.config == MetaTrainConfig()
     assert spec.distributed == DistributedConfig(estimates_per_step=2)
     assert spec.distributed.cpus_per_worker == 1 and spec.keep_checkpoints == 5
     assert (spec.warm_start_checkpoint_id, spec.evaluation) == ("", None)
     assert submission.request_id == "r-1"
-    resolved = json_format.Parse(submission.spec_json, job_pb2.JobSpec())
-    assert resolved.estimator.horizon == EstimatorConfig().horizon
-    assert resolved.optimizer.constants["beta3"] == pytest.approx(1e-6)
-    assert not resolved.HasField("gpus_per_worker")  # automatic stays automatic
+    stored = json.loads(submission.spec_json)  # what the store keeps: every default resolved
+    assert stored["estimator"]["horizon"] == EstimatorConfig().horizon
+    assert stored["optimizer"]["constants"]["beta3"] == pytest.approx(1e-6)
+    assert stored["warm_start_checkpoint_id"] == "" and stored["estimates_per_step"] == 2
+    assert "gpus_per_worker" not in stored  # automatic stays automatic
+    assert submission.spec_json == spec.to_json()
 
 
 def test_zero_is_a_value_where_zero_is_legal():
@@ -84,8 +83,8 @@ def test_zero_is_a_value_where_zero_is_legal():
     training = convert.spec_from_proto(spec)
     assert training.distributed.max_staleness == 0
     assert training.distributed.gpus_per_worker == 0.0
-    assert training.config.outer_weight_decay == 0.0
-    assert training.config.optimizer_config["beta3"] == 0.0
+    assert training.config.outer.weight_decay == 0.0
+    assert training.config.optimizer.constants["beta3"] == 0.0
 
 
 def test_a_full_spec_converts_field_by_field():
@@ -117,29 +116,27 @@ def test_a_full_spec_converts_field_by_field():
     )
     training = convert.spec_from_proto(spec)
     config = training.config
-    assert config.tasks == ("digits_mlp", "digits_cnn") and config.optimizer == "star"
-    assert config.optimizer_config == {
-        "alpha0": 2e-3,
-        "beta2": 1e-3,
-        "beta3": 1e-5,
-        "beta4": 1e-3,
-        "nominal_direction": "adam",
-        "nominal": True,
-        "precondition_blackbox": False,
-    }
+    assert config.tasks == ("digits_mlp", "digits_cnn")
+    assert config.optimizer == OptimizerConfig(
+        "star",
+        {"alpha0": 2e-3, "beta2": 1e-3, "beta3": 1e-5, "beta4": 1e-3},
+        nominal_direction="adam",
+        nominal=True,
+        precondition_blackbox=False,
+    )
     assert config.estimator == EstimatorConfig("es", 0.02, 20, 400, 4)
-    assert (
-        config.outer_learning_rate,
-        config.clip,
-        config.outer_weight_decay,
-        config.decay_all,
-    ) == (1e-3, 1.0, 0.5, True)
+    assert config.outer == OuterConfig(1e-3, 1.0, 0.5, True)
     assert (config.outer_steps, config.checkpoint_interval, config.seed) == (50, 10, 7)
     assert training.distributed == DistributedConfig(3, 0.5, {"accel": 1.0}, 2, 6, 2)
     assert training.keep_checkpoints == 9
     assert training.warm_start_checkpoint_id == "ckpt-0123456789abcdef"
     # evaluation: empty task -> first training task, unset steps -> 10 x horizon
     assert training.evaluation == EvaluationConfig("digits_mlp", 4000, 2, ("adam-tuned",))
+    expected = job_pb2.JobSpec()
+    expected.CopyFrom(spec)
+    expected.evaluation.task, expected.evaluation.steps = "digits_mlp", 4000
+    expected.optimizer.constants.update({"beta2": 1e-3, "beta4": 1e-3})
+    assert convert.spec_to_proto(training) == expected  # every field as given, defaults filled
 
 
 @pytest.mark.parametrize("index", range(25))
@@ -148,9 +145,10 @@ def test_spec_round_trips(index):
     training = convert.spec_from_proto(proto)
     resolved = convert.spec_to_proto(training)
     assert convert.spec_from_proto(resolved) == training
-    text = convert.canonical_json(resolved)
-    assert convert.spec_from_json(text) == training
-    assert convert.canonical_json(convert.spec_to_proto(convert.spec_from_json(text))) == text
+    text = training.to_json()
+    assert TrainingSpec.from_json(text) == training
+    assert TrainingSpec.from_json(text).to_json() == text
+    assert convert.job_spec_of_json(text) == resolved
     for name in ("tasks", "outer_steps", "seed", "num_workers", "max_staleness"):
         if proto.HasField(name) if name != "tasks" else proto.tasks:
             assert getattr(resolved, name) == getattr(proto, name)
@@ -159,64 +157,34 @@ def test_spec_round_trips(index):
 def test_round_trip_from_a_config():
     config = MetaTrainConfig(
         tasks=("digits_mlp",),
-        optimizer="blackbox",
-        optimizer_config={"beta1": 5e-4},
+        optimizer=OptimizerConfig("blackbox", {"beta1": 5e-4}),
         outer_steps=30,
         seed=3,
     )
     training = TrainingSpec(config, DistributedConfig(num_workers=4, gpus_per_worker=1.0))
     back = convert.spec_from_proto(convert.spec_to_proto(training))
-    assert back.config.to_dict() == {
-        **config.to_dict(),
-        "optimizer_config": {"beta1": 5e-4, "beta2": 1e-3},
+    assert back == training
+    assert back.config.to_dict()["optimizer"] == {
+        "kind": "blackbox",
+        "constants": {"beta1": 5e-4, "beta2": 1e-3},
     }
     assert back.distributed == DistributedConfig(4, 1.0, {}, 1, 4)
     with pytest.raises(ValueError, match="task_args"):
         convert.spec_to_proto(TrainingSpec(MetaTrainConfig(task_args={"digits_mlp": {}})))
 
 
-def test_canonical_json_is_what_idempotency_compares():
+def test_the_stored_json_is_what_idempotency_compares():
     a = job_pb2.JobSpec(seed=1, tasks=["digits_mlp"])
     b = job_pb2.JobSpec(tasks=["digits_mlp"], seed=1)
-    assert convert.canonical_json(a) == convert.canonical_json(b)
+    spec_json = [
+        convert.submit_request(service_pb2.SubmitJobRequest(spec=s)).spec_json for s in (a, b)
+    ]
+    assert spec_json[0] == spec_json[1]
     explicit = service_pb2.SubmitJobRequest(spec=job_pb2.JobSpec(num_workers=2))
     implicit = service_pb2.SubmitJobRequest(spec=job_pb2.JobSpec())
     assert convert.submit_request(explicit).spec_json == convert.submit_request(implicit).spec_json
     other = service_pb2.SubmitJobRequest(spec=job_pb2.JobSpec(num_workers=3))
     assert convert.submit_request(other).spec_json != convert.submit_request(implicit).spec_json
-
-
-@pytest.mark.parametrize(
-    ("config_field", "path"),
-    [
-        ("outer_learning_rate", "outer.learning_rate"),
-        ("clip", "outer.clip"),
-        ("outer_weight_decay", "outer.weight_decay"),
-        ("decay_all", "outer.decay_all"),
-        ("optimizer", "optimizer.kind"),
-        ("optimizer_config.beta3", "optimizer.constants.beta3"),
-        ("optimizer_config.nominal", "optimizer.nominal"),
-        ("estimator.sigma", "estimator.sigma"),
-        ("tasks[2]", "tasks[2]"),
-        ("outer_steps", "outer_steps"),
-    ],
-)
-def test_config_fields_map_to_proto_paths(config_field, path):
-    assert convert.proto_path(config_field) == path
-
-
-@pytest.mark.parametrize(
-    ("message", "path"),
-    [
-        ("outer_learning_rate must be a finite number > 0.0, got nan", "outer.learning_rate"),
-        ("optimizer_config: beta3 must be a finite number >= 0", "optimizer.constants.beta3"),
-        ("EstimatorConfig.sigma must be a finite positive number", "estimator.sigma"),
-        ("tasks: unknown task 'x'", "tasks"),
-        ("???", ""),
-    ],
-)
-def test_plain_value_error_messages_map_by_prefix(message, path):
-    assert convert.proto_path_from_message(message) == path
 
 
 def test_evaluate_request():
@@ -226,7 +194,13 @@ def test_evaluate_request():
     submission = convert.evaluate_request(request)
     assert submission.spec.checkpoint_id == "ckpt-00aa"
     assert submission.spec.evaluation == EvaluationConfig("", None, 2, ("adam",))
-    assert convert.evaluation_job_from_json(submission.spec_json) == submission.spec
+    assert EvaluationJobSpec.from_json(submission.spec_json) == submission.spec
+    assert json.loads(submission.spec_json) == {
+        "checkpoint_id": "ckpt-00aa",
+        "evaluation": {"task": "", "seeds": 2, "baselines": ["adam"]},
+    }
+    proto = convert.evaluation_job_to_proto(submission.spec)
+    assert convert.evaluation_job_from_proto(proto) == submission.spec
     for bad, field in [
         (service_pb2.EvaluateRequest(), "checkpoint_id"),
         (service_pb2.EvaluateRequest(checkpoint_id="../x"), "checkpoint_id"),
@@ -297,7 +271,7 @@ def test_records_to_protos(store, tmp_path, clock):
     submission, job, record = _job_through_the_store(store, tmp_path)
     proto = convert.job_to_proto(job)
     assert (proto.job_id, proto.state, proto.step) == (job.job_id, job_pb2.JOB_STATE_RUNNING, 4)
-    assert convert.canonical_json(proto.spec) == submission.spec_json
+    assert proto.spec == convert.spec_to_proto(submission.spec)
     assert (proto.device, list(proto.worker_nodes)) == ("gpu", ["node-1", "node-2"])
     assert (proto.kind, proto.request_id, proto.schedule_id) == (job_pb2.JOB_KIND_TRAINING, "q", "")
     assert convert.from_timestamp(proto.create_time) == clock.now
@@ -361,4 +335,5 @@ def test_evaluation_job_and_schedule_protos(store):
     assert (proto.cron, proto.timezone, proto.paused) == ("0 3 * * *", "Europe/Zurich", False)
     assert proto.overlap_policy == schedule_pb2.OVERLAP_POLICY_CANCEL_PREVIOUS
     assert convert.from_timestamp(proto.next_fire_time) == fire
-    assert convert.canonical_json(proto.template) == template and proto.warm_start_from_previous
+    assert proto.template == convert.spec_to_proto(TrainingSpec.from_json(template))
+    assert proto.warm_start_from_previous

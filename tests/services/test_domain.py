@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import sqlite3
 
 import pytest
 
@@ -12,9 +14,11 @@ from services.domain import (
     TRANSITIONS,
     DistributedConfig,
     EvaluationConfig,
+    EvaluationJobSpec,
     FailedPrecondition,
     JobState,
-    check_request_id,
+    TrainingSpec,
+    check_id,
     check_transition,
 )
 from star_core import optimizers
@@ -63,6 +67,7 @@ def test_distributed_defaults():
     assert (config.num_workers, config.gpus_per_worker, config.max_staleness) == (2, None, 1)
     assert config.batch == 2
     assert DistributedConfig(num_workers=5).batch == 5
+    assert DistributedConfig(num_workers=5).estimates_per_step == 5  # resolved
     assert DistributedConfig(num_workers=5, estimates_per_step=3).batch == 3
 
 
@@ -146,10 +151,67 @@ def test_baselines_are_the_optimizers_without_meta_parameters_and_tuned_adam():
 @pytest.mark.parametrize("request_id", ["x" * 129, "a b", "a/b", "é"])
 def test_bad_request_ids(request_id):
     with pytest.raises(ConfigError) as err:
-        check_request_id(request_id)
+        check_id(request_id, "request_id")
     assert err.value.field == "request_id"
 
 
 def test_good_request_ids():
     for request_id in ("", "a", "client-1:2024.01.01_x", "x" * 128):
-        check_request_id(request_id)
+        check_id(request_id, "request_id")
+
+
+def test_a_training_spec_stores_as_canonical_jobspec_shaped_json():
+    from star_core.training.config import MetaTrainConfig
+
+    config = MetaTrainConfig(tasks=("nqm",))
+    spec = TrainingSpec(config, DistributedConfig(num_workers=3), "ckpt-1", EvaluationConfig())
+    text = spec.to_json()
+    data = json.loads(text)
+    assert text == json.dumps(data, sort_keys=True, separators=(",", ":"))
+    assert set(data) == {
+        *config.to_dict(),
+        "num_workers",
+        "worker_resources",
+        "max_staleness",
+        "estimates_per_step",
+        "cpus_per_worker",
+        "warm_start_checkpoint_id",
+        "keep_checkpoints",
+        "evaluation",
+    }  # gpus_per_worker: automatic, left out
+    assert data["optimizer"]["constants"]["beta3"] == 1e-6 and data["estimates_per_step"] == 3
+    assert data["evaluation"] == {"task": "nqm", "steps": 20_000, "seeds": 3, "baselines": []}
+    with sqlite3.connect(":memory:") as conn:  # what checkpoint retention queries
+        query = "SELECT json_extract(?, '$.warm_start_checkpoint_id')"
+        assert conn.execute(query, (text,)).fetchone()[0] == "ckpt-1"
+    assert TrainingSpec.from_json(text) == spec and TrainingSpec.from_json(text).to_json() == text
+    assert TrainingSpec.from_dict({}) == TrainingSpec(MetaTrainConfig())
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"num_worker": 2}, "num_worker"),
+        ({"outer": {"lr": 1.0}}, "outer.lr"),
+        ({"tasks": ["nqm"], "evaluation": {"steps": 0}}, "evaluation.steps"),
+        ({"evaluation": {"task": "nope"}}, "evaluation.task"),
+        ({"warm_start_checkpoint_id": "../x"}, "warm_start_checkpoint_id"),
+        ({"worker_resources": [1]}, "worker_resources"),
+    ],
+)
+def test_a_training_spec_dict_names_the_bad_field(data, field):
+    with pytest.raises(ConfigError) as err:
+        TrainingSpec.from_dict(data)
+    assert err.value.field == field
+
+
+def test_an_evaluation_job_spec_round_trips_unresolved():
+    spec = EvaluationJobSpec("ckpt-2", EvaluationConfig(seeds=2, baselines=("adam",)))
+    assert json.loads(spec.to_json()) == {
+        "checkpoint_id": "ckpt-2",
+        "evaluation": {"task": "", "seeds": 2, "baselines": ["adam"]},
+    }
+    assert EvaluationJobSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ConfigError) as err:
+        EvaluationJobSpec("")
+    assert err.value.field == "checkpoint_id"

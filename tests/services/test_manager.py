@@ -62,8 +62,6 @@ class Harness:
         self.manager = JobManager(
             store,
             None,
-            lambda text: text,
-            lambda text: text,
             max_running=max_running,
             runner_factory=self._make,
         )

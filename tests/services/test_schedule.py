@@ -9,13 +9,14 @@ moving jobs through their states.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.api import convert
-from services.domain import Job, JobState, NotFound, OverlapPolicy
+from services.domain import Job, JobState, NotFound, OverlapPolicy, TrainingSpec
 from services.generated.star.v1 import job_pb2, schedule_pb2, service_pb2
 from services.schedule import Scheduler
 from services.store import CheckpointStore, Store
@@ -216,15 +217,14 @@ def test_warm_start_from_the_previous_jobs_latest_checkpoint(tmp_path, store, sc
     assert latest.step == 10
     store.transition(first.job_id, JobState.SUCCEEDED)
     [second] = asyncio.run(scheduler.tick(at(2, 3)))
-    spec = convert.spec_from_json(store.get_job(second.job_id).spec_json)
-    template = convert.spec_from_json(schedule.template_json)
-    assert spec.warm_start_checkpoint_id == latest.checkpoint_id
-    assert (spec.config, spec.distributed) == (template.config, template.distributed)
+    spec = TrainingSpec.from_json(store.get_job(second.job_id).spec_json)
+    template = TrainingSpec.from_json(schedule.template_json)
+    assert spec == dataclasses.replace(template, warm_start_checkpoint_id=latest.checkpoint_id)
     # the previous job ended without a checkpoint: the template as it is (a fresh start)
     finish(store, second.job_id, JobState.FAILED)
     [third] = asyncio.run(scheduler.tick(at(3, 3)))
     assert store.get_job(third.job_id).spec_json == schedule.template_json
-    assert convert.spec_from_json(schedule.template_json).warm_start_checkpoint_id == ""
+    assert TrainingSpec.from_json(schedule.template_json).warm_start_checkpoint_id == ""
 
 
 def test_pause_and_resume_skip_the_paused_slots(store, scheduler, clock):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from datetime import UTC, datetime, timedelta
 
@@ -81,5 +82,7 @@ def test_a_version_1_file_is_migrated_with_its_firings(tmp_path):
         assert (kept.outcome, kept.job_id) == ("skipped", "")
         assert store.queue_firing("sched-1", T0 + DAY).outcome == "queued"
         assert store.get_schedule("sched-1").next_fire_time == T0 + DAY
+        template = json.loads(store.get_schedule("sched-1").template_json)  # v3: domain JSON
+        assert template["tasks"] == ["digits_mlp"] and template["warm_start_checkpoint_id"] == ""
     finally:
         store.close()

@@ -16,6 +16,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from star_core import tasks
+from star_core.errors import ConfigError
 from star_core.tasks.data import text
 
 EMBEDDED = ("digits_mlp", "digits_cnn", "text_lstm", "text_transformer")
@@ -82,6 +83,21 @@ def test_paper_task_batch_shapes_with_mock_data(name, data_dir, tmp_path):
     assert shapes == {key: (COPIES, *shape) for key, shape in PAPER_SHAPES[name].items()}
     label_key = "label" if "label" in batch else "targets"
     assert batch[label_key].dtype == np.int32
+
+
+@pytest.mark.parametrize(
+    ("name", "config", "field", "message"),
+    [
+        ("nope", {}, "", "unknown task 'nope'; allowed: cifar10_cnn"),
+        ("nqm", {"dims": 3}, "dims", "nqm has no field 'dims'"),
+        ("nqm", {"dim": 0}, "", "nqm: dim must be a positive integer"),
+    ],
+)
+def test_the_registry_names_the_bad_field(name, config, field, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        tasks.get(name, **config)
+    assert err.value.field == field
+    assert tasks.get("nqm", dim=3).dim == 3 and tasks.get("nqm") is tasks.TASKS["nqm"]
 
 
 def test_nqm_expected_initial_loss_matches_closed_form():

@@ -57,7 +57,9 @@ def test_train_writes_config_metrics_and_checkpoint(run_dir):
         "num_pairs": 2,
     }
     assert (config["seed"], config["outer_steps"]) == (5, 2)
-    assert config["optimizer_config"] == {"beta3": 0.01}
+    assert config["optimizer"]["kind"] == "star"
+    assert config["optimizer"]["constants"]["beta3"] == 0.01  # the others: star's defaults
+    assert config["optimizer"]["constants"]["alpha0"] == 1e-3
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2]
     loaded = ckpt.load_checkpoint(run_dir / "checkpoints" / "step_000002.safetensors")
@@ -163,7 +165,7 @@ def test_eval_and_compare_a_checkpoint(run_dir, tmp_path, capsys):
         (["eval", "--checkpoint", "missing.safetensors", "--task", "nqm"], "not found"),
         (["eval", "--baseline", "adam", "--task", "nqm", "--steps", "0"], "--steps must be"),
         (["train", "--task", "nqm", "--pairs", "0"], "num_pairs must be an integer >= 1"),
-        (["train", "--optimizer", "adam"], "optimizer must be one of"),
+        (["train", "--optimizer", "adam"], "optimizer.kind must be one of"),
         (["train", "missing.json"], "config file not found"),
         (["compare", "--task", "nqm"], "at least one --checkpoint or --baseline"),
     ],

@@ -20,7 +20,7 @@ CONFIG = {
     "estimator": ESTIMATOR,
     "outer_steps": 6,
     "checkpoint_interval": 3,
-    "outer_learning_rate": 1e-2,
+    "outer": {"learning_rate": 1e-2},
     "seed": 5,
 }
 
@@ -69,7 +69,7 @@ def test_warm_start_takes_theta_only_and_refuses_bad_checkpoints(learner, tmp_pa
     assert _bytes(warm.theta) == _bytes(trained.theta)
     assert _bytes(warm.outer_state) == _bytes(learner.init().outer_state)
 
-    blackbox = Learner(MetaTrainConfig.from_dict({**CONFIG, "optimizer": "blackbox"}))
+    blackbox = Learner(MetaTrainConfig.from_dict({**CONFIG, "optimizer": {"kind": "blackbox"}}))
     with pytest.raises(ConfigError, match="'star' optimizer") as err:
         blackbox.init(path)
     assert err.value.field == "warm_start"

@@ -46,7 +46,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tmp_path, monk
         "estimator": ESTIMATOR,
         "outer_steps": 6,
         "checkpoint_interval": 2,
-        "outer_learning_rate": 1e-2,
+        "outer": {"learning_rate": 1e-2},
         "seed": 3,
     }
     config = MetaTrainConfig.from_dict(data)

@@ -1,6 +1,7 @@
 """The one place where protos (``services.generated``) and domain values (``services.domain``) meet.
 
-- ``spec``: JobSpec <-> ``TrainingSpec`` (validated once, defaults resolved), canonical JSON;
+- ``spec``: JobSpec / EvaluationJobSpec <-> the domain's ``TrainingSpec`` / ``EvaluationJobSpec``
+  (validated and resolved by the domain), stored spec JSON -> proto;
 - ``records``: Job / JobEvent / Checkpoint / Schedule records -> protos, enum mappings,
   evaluation summaries;
 - ``requests``: request protos -> validated values with ConfigError fields that are paths in
@@ -12,7 +13,8 @@ Use it as ``from services.api import convert``; every public name is re-exported
     job, created = store.create_job(submission.spec_json, request_id=submission.request_id)
     return convert.job_to_proto(job)
 
-    training = convert.spec_from_json(job.spec_json)      # the runner: MetaTrainConfig + more
+The rest of the service reads stored specs with ``TrainingSpec.from_json`` (services.domain);
+protos stay at the API's edge.
 """
 
 from services.api.convert.records import (
@@ -35,48 +37,46 @@ from services.api.convert.requests import (
     ScheduleSubmission,
     Submission,
     evaluate_request,
-    evaluation_job_from_json,
     resolve_spec,
     schedule_request,
     states_filter,
     submit_request,
 )
 from services.api.convert.spec import (
-    OPTIMIZER_KINDS,
-    canonical_json,
     evaluation_from_proto,
+    evaluation_job_from_proto,
+    evaluation_job_of_json,
+    evaluation_job_to_proto,
     evaluation_to_proto,
-    proto_path,
-    proto_path_from_message,
-    spec_from_json,
+    job_spec_of_json,
+    proto_dict,
     spec_from_proto,
     spec_to_proto,
 )
 
 __all__ = [
     "CHECKPOINT_LABEL",
-    "OPTIMIZER_KINDS",
     "EvaluationSubmission",
     "ScheduleSubmission",
     "Submission",
-    "canonical_json",
     "checkpoint_to_proto",
     "evaluate_request",
     "evaluation_from_proto",
-    "evaluation_job_from_json",
+    "evaluation_job_from_proto",
+    "evaluation_job_of_json",
+    "evaluation_job_to_proto",
     "evaluation_to_proto",
     "event_to_proto",
     "from_timestamp",
     "job_to_proto",
     "metrics_from_proto",
     "metrics_to_proto",
+    "job_spec_of_json",
     "policy_from_proto",
-    "proto_path",
-    "proto_path_from_message",
+    "proto_dict",
     "resolve_spec",
     "schedule_request",
     "schedule_to_proto",
-    "spec_from_json",
     "spec_from_proto",
     "spec_to_proto",
     "state_from_proto",

@@ -14,6 +14,7 @@ from typing import Any
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from services.api.convert.spec import evaluation_job_of_json, job_spec_of_json
 from services.domain import (
     CheckpointRecord,
     EventKind,
@@ -113,7 +114,7 @@ def summary_to_proto(summary: Mapping[str, Any]) -> job_pb2.EvaluationSummary:
 
 
 def job_to_proto(job: Job) -> job_pb2.Job:
-    """The Job proto of a record; its spec (or evaluation_spec) is parsed from spec_json."""
+    """The Job proto of a record; its spec (or evaluation_spec) is mapped from spec_json."""
     out = job_pb2.Job(
         job_id=job.job_id,
         state=state_to_proto(job.state),
@@ -131,9 +132,9 @@ def job_to_proto(job: Job) -> job_pb2.Job:
         fire_time=timestamp(job.fire_time),
     )
     if job.kind is JobKind.TRAINING:
-        json_format.Parse(job.spec_json, out.spec)
+        out.spec.CopyFrom(job_spec_of_json(job.spec_json))
     else:
-        json_format.Parse(job.spec_json, out.evaluation_spec)
+        out.evaluation_spec.CopyFrom(evaluation_job_of_json(job.spec_json))
     return out
 
 
@@ -202,5 +203,5 @@ def schedule_to_proto(schedule: Schedule) -> schedule_pb2.Schedule:
         warm_start_from_previous=schedule.warm_start_from_previous,
         create_time=timestamp(schedule.create_time),
     )
-    json_format.Parse(schedule.template_json, out.template)
+    out.template.CopyFrom(job_spec_of_json(schedule.template_json))
     return out

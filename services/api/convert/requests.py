@@ -10,23 +10,15 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from google.protobuf import json_format
-
 from services.api.convert.records import policy_from_proto, state_from_proto
-from services.api.convert.spec import (
-    canonical_json,
-    check_id,
-    evaluation_from_proto,
-    spec_from_proto,
-    spec_to_proto,
-)
+from services.api.convert.spec import proto_dict, spec_from_proto
 from services.domain import (
     MAX_SPEC_BYTES,
     EvaluationJobSpec,
     JobState,
     OverlapPolicy,
     TrainingSpec,
-    check_request_id,
+    check_id,
 )
 from services.generated.star.v1 import job_pb2, schedule_pb2, service_pb2
 from star_core.errors import ConfigError
@@ -37,7 +29,8 @@ MAX_TIMEZONE_LENGTH = 64
 
 
 class Submission(NamedTuple):
-    """A validated SubmitJob: the spec, its canonical JSON (defaults filled) for the store."""
+    """A validated SubmitJob: the spec and its canonical JSON (``spec.to_json()``, what the
+    store keeps)."""
 
     spec: TrainingSpec
     spec_json: str
@@ -70,18 +63,18 @@ def _check_size(message, field: str) -> None:
 
 
 def resolve_spec(spec: job_pb2.JobSpec, field: str) -> tuple[TrainingSpec, str]:
-    """(validated spec, canonical JSON of the resolved JobSpec); errors nested under field."""
+    """(validated spec, its canonical JSON); errors nested under field."""
     _check_size(spec, field)
     try:
         training = spec_from_proto(spec)
     except ConfigError as err:
         raise err.within(field) from err
-    return training, canonical_json(spec_to_proto(training))
+    return training, training.to_json()
 
 
 def submit_request(request: service_pb2.SubmitJobRequest) -> Submission:
     """Validate a SubmitJobRequest (fields ``spec.*`` and ``request_id``)."""
-    check_request_id(request.request_id)
+    check_id(request.request_id, "request_id")
     training, spec_json = resolve_spec(request.spec, "spec")
     return Submission(training, spec_json, request.request_id)
 
@@ -90,28 +83,16 @@ def evaluate_request(request: service_pb2.EvaluateRequest) -> EvaluationSubmissi
     """Validate an EvaluateRequest (fields ``checkpoint_id``, ``task``, ``steps``, ``seeds``,
     ``baselines[i]``, ``request_id``). An empty task and unset steps stay unresolved: the
     runner fills them from the checkpoint's config."""
-    check_request_id(request.request_id)
+    check_id(request.request_id, "request_id")
     _check_size(request, "request")
-    if not request.checkpoint_id:
-        raise ConfigError("checkpoint_id", "checkpoint_id is required")
-    check_id(request.checkpoint_id, "checkpoint_id")
-    proto = job_pb2.EvaluationSpec(task=request.task, baselines=list(request.baselines))
-    for name in ("steps", "seeds"):
-        if request.HasField(name):
-            setattr(proto, name, getattr(request, name))
+    fields = proto_dict(request)
+    settings = {k: v for k, v in fields.items() if k in ("task", "steps", "seeds", "baselines")}
+    data = {"checkpoint_id": request.checkpoint_id, "evaluation": settings}
     try:
-        evaluation = evaluation_from_proto(proto)
+        spec = EvaluationJobSpec.from_dict(data)
     except ConfigError as err:
         raise ConfigError(err.field.removeprefix("evaluation."), str(err)) from err
-    spec = EvaluationJobSpec(request.checkpoint_id, evaluation)
-    json_spec = job_pb2.EvaluationJobSpec(checkpoint_id=spec.checkpoint_id, evaluation=proto)
-    return EvaluationSubmission(spec, canonical_json(json_spec), request.request_id)
-
-
-def evaluation_job_from_json(text: str) -> EvaluationJobSpec:
-    """The EvaluationJobSpec of a stored evaluation job's spec_json."""
-    proto = json_format.Parse(text, job_pb2.EvaluationJobSpec())
-    return EvaluationJobSpec(proto.checkpoint_id, evaluation_from_proto(proto.evaluation))
+    return EvaluationSubmission(spec, spec.to_json(), request.request_id)
 
 
 def states_filter(request: service_pb2.ListJobsRequest) -> list[JobState]:
@@ -122,7 +103,7 @@ def states_filter(request: service_pb2.ListJobsRequest) -> list[JobState]:
 def schedule_request(request: service_pb2.CreateScheduleRequest) -> ScheduleSubmission:
     """Validate a CreateScheduleRequest (fields ``schedule.template.*``, ``schedule.cron``,
     ``schedule.timezone``, ``schedule.overlap_policy``, ``request_id``)."""
-    check_request_id(request.request_id)
+    check_id(request.request_id, "request_id")
     schedule: schedule_pb2.Schedule = request.schedule
     cron = schedule.cron.strip()
     if not cron or len(cron) > MAX_CRON_LENGTH:
