@@ -22,8 +22,10 @@ services on loopback (``services.app.BackgroundService``), all stopped in ``fina
    wall time of its outer steps is the per-step cost of the learner, Ray and the service.
 2. FetchCheckpoint: a 64 MiB file of random bytes written through the service's
    ``CheckpointStore`` and indexed with ``store.add_checkpoint`` (on a PENDING job), fetched
-   with the gRPC stub on loopback; baseline: a plain read of the same file. Target >= 200 MiB/s.
-3. SubmitJob latency under 20 concurrent clients (threads, one channel each), on a second
+   with ``StarClient.fetch`` on loopback (to a file, sha256-checked); baseline: a local copy of
+   the same file with its sha256 (the same disk and hashing work). Target >= 200 MiB/s end to
+   end (the raw stream alone is faster: the client also writes, fsyncs and hashes the file).
+3. SubmitJob latency under 20 concurrent clients (threads, one StarClient each), on a second
    service with ``max_running=0`` so that submitted jobs stay PENDING and nothing runs during
    the measurement; baseline: GetJob of the job just submitted, by the same clients.
 
@@ -55,7 +57,7 @@ from cpu_meter import (  # (this folder, next to the script)
     machine_jiffies,
     steal_share,
 )
-from service_calls import make_stub, measure_fetch, measure_submit
+from service_calls import measure_fetch, measure_submit
 
 REPO = Path(__file__).resolve().parent.parent
 JOB_TIMEOUT_S = 600.0  # seconds one throughput job may take, start-up included
@@ -185,16 +187,15 @@ def child_result(proc: subprocess.Popen, discard: int, t0: float) -> dict:
 # -- through the service -----------------------------------------------------------------------
 
 
-def service_job(stub, spec, discard: int) -> dict:
+def service_job(client, spec, discard: int) -> dict:
     """Submit ``spec``, follow its METRICS events to the end; steady-state figures and the CPU
     seconds of the service's processes over the same window."""
-    from services.generated.star.v1 import job_pb2, service_pb2
+    from services.generated.star.v1 import job_pb2
 
     t0 = time.perf_counter()
-    job = stub.SubmitJob(service_pb2.SubmitJobRequest(spec=spec))
+    job = client.submit(spec)
     times, inner, rates, meter = [], [], [], CpuMeter()
-    request = service_pb2.WatchJobRequest(job_id=job.job_id)
-    for event in stub.WatchJob(request, timeout=JOB_TIMEOUT_S):
+    for event in client.watch(job.job_id, timeout=JOB_TIMEOUT_S):
         if event.WhichOneof("event") == "metrics":
             metrics = event.metrics.metrics
             times.append(time.perf_counter())
@@ -204,7 +205,7 @@ def service_job(stub, spec, discard: int) -> dict:
                 meter.start()
             elif len(times) > discard + 1:
                 meter.read()
-    final = stub.GetJob(service_pb2.GetJobRequest(job_id=job.job_id))
+    final = client.get_job(job.job_id)
     if final.state != job_pb2.JOB_STATE_SUCCEEDED:
         raise RuntimeError(f"job {job.job_id} ended {final.state}: {final.error}")
     row = steady(times, inner, rates, discard, t0)
@@ -230,7 +231,7 @@ def derived(row: dict) -> dict[str, float]:
     return out
 
 
-def measure_throughput(stub, args: argparse.Namespace) -> dict[str, list[dict]]:
+def measure_throughput(client, args: argparse.Namespace) -> dict[str, list[dict]]:
     """Interleaved rounds (one run of each kind per round, the runs that are compared next to
     each other); every run's figures by kind."""
     from services.api.convert import spec_from_proto
@@ -239,8 +240,8 @@ def measure_throughput(stub, args: argparse.Namespace) -> dict[str, list[dict]]:
     single = functools.partial(single_process, config_json, discard=args.discard)
     runs = {
         f"meta_train, {WORKER_FLAGS}": functools.partial(single, WORKER_FLAGS),
-        "service, 1 worker": lambda: service_job(stub, job_spec(args, 1), args.discard),
-        "service, 2 workers": lambda: service_job(stub, job_spec(args, 2), args.discard),
+        "service, 1 worker": lambda: service_job(client, job_spec(args, 1), args.discard),
+        "service, 2 workers": lambda: service_job(client, job_spec(args, 2), args.discard),
         f"2 x meta_train at once, {PINNED} each": functools.partial(single, PINNED, copies=2),
         f"meta_train, {PINNED}": functools.partial(single, PINNED),
         f"meta_train, {NO_FLAGS}": functools.partial(single, NO_FLAGS),
@@ -264,7 +265,7 @@ def measure_throughput(stub, args: argparse.Namespace) -> dict[str, list[dict]]:
     return results
 
 
-def measure_floor(stub, args: argparse.Namespace) -> None:
+def measure_floor(client, args: argparse.Namespace) -> None:
     """Median wall time of an outer step whose estimate costs next to nothing."""
     from services.api.convert import spec_from_proto
 
@@ -273,7 +274,7 @@ def measure_floor(stub, args: argparse.Namespace) -> None:
     discard = args.floor_steps // 5
     rows = {
         f"meta_train, {WORKER_FLAGS}": single_process(config_json, WORKER_FLAGS, discard),
-        "service, 1 worker": service_job(stub, spec, discard),
+        "service, 1 worker": service_job(client, spec, discard),
     }
     print(
         "| floor job (nqm, 1 pair, K = 1) | median wall ms per outer step | CPU ms per outer"
@@ -409,8 +410,9 @@ def machine() -> str:
 
 def run_all(args: argparse.Namespace, data_root: Path) -> None:
     from services.app import BackgroundService, ServiceOptions
+    from services.client import StarClient
 
-    services, channels = [], []
+    services, clients = [], []
     try:
         runner = BackgroundService(
             ServiceOptions(data_dir=data_root / "run", port=0, max_running=1, run_scheduler=False)
@@ -426,25 +428,22 @@ def run_all(args: argparse.Namespace, data_root: Path) -> None:
             )
         )
         services.append(idle.start())
-        channel, stub = make_stub(runner.address)
-        idle_channel, idle_stub = make_stub(idle.address)
-        channels += [channel, idle_channel]
+        client, idle_client = StarClient(runner.address), StarClient(idle.address)
+        clients += [client, idle_client]
         if not args.skip_throughput:
             print("\n## throughput", flush=True)
-            report_throughput(measure_throughput(stub, args))
+            report_throughput(measure_throughput(client, args))
             print("\n## per-outer-step floor", flush=True)
-            measure_floor(stub, args)
+            measure_floor(client, args)
         print("\n## FetchCheckpoint", flush=True)
-        measure_fetch(idle, idle_stub, job_spec(args, 1), args.fetch_mib, args.fetch_repeats)
+        measure_fetch(idle, idle_client, job_spec(args, 1), args.fetch_mib, args.fetch_repeats)
         print("\n## SubmitJob latency", flush=True)
         job_ids = measure_submit(idle.address, job_spec(args, 1), args.clients, args.submits)
-        from services.generated.star.v1 import service_pb2
-
         for job_id in job_ids:
-            idle_stub.CancelJob(service_pb2.CancelJobRequest(job_id=job_id))
+            idle_client.cancel(job_id)
     finally:
-        for channel in channels:
-            channel.close()
+        for open_client in clients:
+            open_client.close()
         for service in reversed(services):
             try:
                 service.stop()

@@ -17,9 +17,10 @@ from __future__ import annotations
 import argparse
 import io
 import time
-import uuid
 from pathlib import Path
 from typing import Any
+
+from services.domain import CHECKPOINT_LABEL, DEFAULT_EVAL_SEEDS, EVAL_HORIZON_MULTIPLE
 
 DEFAULT_OUT = Path("results/demo")
 # The demo's meta-training: PES on digits_mlp, horizon T = 300 (as in docs/results.md),
@@ -31,10 +32,13 @@ DEMO_PAIRS = 4
 DEMO_WORKERS = 2
 DEMO_OUTER_STEPS = 150
 DEMO_CHECKPOINT_INTERVAL = 50
-# Evaluation: 10x the horizon, 3 seeds, against Adam at its default learning rate.
-EVAL_MULTIPLE = 10
-EVAL_SEEDS = 3
+# Evaluation: the service's defaults (10x the horizon, 3 seeds), against Adam at its default
+# learning rate.
+EVAL_STEPS = EVAL_HORIZON_MULTIPLE * DEMO_HORIZON
+EVAL_SEEDS = DEFAULT_EVAL_SEEDS
 EVAL_BASELINES = ("adam",)
+# Seconds one unary call of the demo may take (the service shares 2 cores with the job).
+CALL_TIMEOUT_S = 120.0
 
 
 def register(subparsers) -> None:
@@ -78,7 +82,7 @@ def demo_spec(outer_steps: int, workers: int) -> Any:
 
 def _client_args(address: str) -> argparse.Namespace:
     return argparse.Namespace(
-        server=address, token=None, tls_ca=None, tls_server_name=None, timeout=120.0
+        server=address, token=None, tls_ca=None, tls_server_name=None, timeout=CALL_TIMEOUT_S
     )
 
 
@@ -115,47 +119,39 @@ def _run(args: argparse.Namespace, address: str) -> None:
     from services.cli.client import connect
     from services.cli.fetch import fetch_checkpoint
     from services.cli.tables import summaries_table
-    from services.cli.watch import follow, watch_job
-    from services.generated.star.v1 import service_pb2
+    from services.cli.watch import watch_job
 
-    with connect(_client_args(address)) as stub:
-        spec = demo_spec(args.outer_steps, args.workers)
-        job = stub.SubmitJob(
-            service_pb2.SubmitJobRequest(spec=spec, request_id=f"star-demo-{uuid.uuid4().hex[:12]}")
-        )
+    with connect(_client_args(address)) as client:
+        job = client.submit(demo_spec(args.outer_steps, args.workers))
         print(
             f"\nmeta-training STAR on {DEMO_TASK}: job {job.job_id}, {args.workers} workers, "
             f"{args.outer_steps} outer steps, horizon {DEMO_HORIZON}",
             flush=True,
         )
-        job = watch_job(stub, job.job_id)
+        job = watch_job(client, job.job_id)
         curve = [
             (e.metrics.step, e.metrics.metrics.meta_loss)
-            for e in follow(stub, job.job_id)
+            for e in client.watch(job.job_id)
             if e.WhichOneof("event") == "metrics"
         ]
-        listing = stub.ListCheckpoints(service_pb2.ListCheckpointsRequest(job_id=job.job_id))
-        checkpoint = max(listing.checkpoints, key=lambda c: c.step)
+        checkpoint = max(client.checkpoints(job.job_id), key=lambda c: c.step)
         path = args.out / "star.safetensors"
-        fetch_checkpoint(stub, checkpoint.checkpoint_id, path)
+        fetch_checkpoint(client, checkpoint.checkpoint_id, path)
         print(f"fetched {checkpoint.checkpoint_id} (step {checkpoint.step}) to {path}")
 
-        steps = EVAL_MULTIPLE * DEMO_HORIZON
         print(
-            f"\nevaluating against Adam for {steps} steps ({EVAL_MULTIPLE}x the horizon), "
-            f"{EVAL_SEEDS} seeds ...",
+            f"\nevaluating against Adam for {EVAL_STEPS} steps ({EVAL_HORIZON_MULTIPLE}x the"
+            f" horizon), {EVAL_SEEDS} seeds ...",
             flush=True,
         )
-        evaluation = stub.Evaluate(
-            service_pb2.EvaluateRequest(
-                checkpoint_id=checkpoint.checkpoint_id,
-                steps=steps,
-                seeds=EVAL_SEEDS,
-                baselines=list(EVAL_BASELINES),
-                request_id=f"star-demo-eval-{job.job_id}",
-            )
+        evaluation = client.evaluate(
+            checkpoint.checkpoint_id,
+            steps=EVAL_STEPS,
+            seeds=EVAL_SEEDS,
+            baselines=EVAL_BASELINES,
+            request_id=f"star-demo-eval-{job.job_id}",
         )
-        summaries = list(watch_job(stub, evaluation.job_id).evaluation)
+        summaries = list(watch_job(client, evaluation.job_id).evaluation)
     print("\n" + summaries_table(summaries))
     plot = args.out / "demo.png"
     write_plot(plot, curve, summaries)
@@ -182,7 +178,7 @@ def write_plot(path: Path, curve: list[tuple[int, float]], summaries: list[Any])
         ylabel="meta-loss (normalized)",
     )
     for summary in summaries:
-        label = "STAR (meta-trained)" if summary.label == "checkpoint" else summary.label
+        label = "STAR (meta-trained)" if summary.label == CHECKPOINT_LABEL else summary.label
         right.plot(list(summary.curve_steps), list(summary.curve), label=label)
     right.axvline(DEMO_HORIZON, color="gray", linestyle=":", label="meta-training horizon")
     right.set(

@@ -20,12 +20,11 @@ Connection flags and exit codes: ``services.cli.client``.
 from __future__ import annotations
 
 import argparse
-import functools
-import uuid
 from typing import Any
 
-from services.cli.client import add_connection_flags, collect_pages, connect
+from services.cli.client import add_connection_flags, connect
 from services.cli.jobspec import add_spec_flags
+from services.domain import BASELINES, DEFAULT_EVAL_SEEDS
 
 # Job states a user can filter on (`star jobs --state`).
 STATES = ("pending", "running", "cancelling", "succeeded", "failed", "cancelled")
@@ -97,12 +96,12 @@ def _register_evaluate(subparsers) -> None:
     parser.add_argument("checkpoint_id", metavar="CHECKPOINT_ID")
     parser.add_argument("--task", help="task to train (default: the checkpoint's first task)")
     parser.add_argument("--steps", type=int, help="inner steps per run (default: 10 x horizon)")
-    parser.add_argument("--seeds", type=int, help="seeds 0..K-1 (default 3)")
+    parser.add_argument("--seeds", type=int, help=f"seeds 0..K-1 (default {DEFAULT_EVAL_SEEDS})")
     parser.add_argument(
         "--baseline",
         action="append",
         default=[],
-        help="baseline trained next to it: adam, sgdm, aggmo, adam-tuned (repeatable)",
+        help=f"baseline trained next to it: {', '.join(BASELINES)} (repeatable)",
     )
     _add_request_id(parser)
     parser.add_argument("--watch", action="store_true", help="wait and print the results")
@@ -113,32 +112,24 @@ def _register_evaluate(subparsers) -> None:
 def run_submit(args: argparse.Namespace) -> int:
     from services.cli.jobspec import spec_from_args
     from services.cli.watch import watch_to_end
-    from services.generated.star.v1 import service_pb2
 
-    request = service_pb2.SubmitJobRequest(
-        spec=spec_from_args(args), request_id=args.request_id or uuid.uuid4().hex
-    )
-    with connect(args) as stub:
-        job = stub.SubmitJob(request)
+    spec = spec_from_args(args)
+    with connect(args) as client:
+        job = client.submit(spec, request_id=args.request_id)
         print(job.job_id, flush=True)
         if args.watch:
-            return watch_to_end(stub, job.job_id)
+            return watch_to_end(client, job.job_id)
     return 0
 
 
 def run_jobs(args: argparse.Namespace) -> int:
     from services.cli.tables import format_table, format_time, job_kind, job_progress, number
     from services.cli.tables import state_name as name
-    from services.generated.star.v1 import job_pb2, service_pb2
 
-    states = [job_pb2.JobState.Value(f"JOB_STATE_{s.upper()}") for s in args.state]
-    with connect(args) as stub:
-        jobs = collect_pages(
-            stub.ListJobs,
-            functools.partial(service_pb2.ListJobsRequest, states=states),
-            "jobs",
-            args.limit,
-        )
+    if args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    with connect(args) as client:
+        jobs = list(client.list_jobs(states=args.state, limit=args.limit))
     rows = [
         (
             j.job_id,
@@ -197,13 +188,10 @@ def run_status(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
     from services.cli.tables import summaries_table
-    from services.generated.star.v1 import service_pb2
 
-    with connect(args) as stub:
-        job = stub.GetJob(service_pb2.GetJobRequest(job_id=args.job_id))
-        checkpoints = list(
-            stub.ListCheckpoints(service_pb2.ListCheckpointsRequest(job_id=args.job_id)).checkpoints
-        )
+    with connect(args) as client:
+        job = client.get_job(args.job_id)
+        checkpoints = client.checkpoints(args.job_id)
     if args.json:
         print(json_format.MessageToJson(job, preserving_proto_field_name=True))
         return 0
@@ -217,10 +205,10 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_cancel(args: argparse.Namespace) -> int:
     from services.cli.tables import state_name
-    from services.generated.star.v1 import job_pb2, service_pb2
+    from services.generated.star.v1 import job_pb2
 
-    with connect(args) as stub:
-        job = stub.CancelJob(service_pb2.CancelJobRequest(job_id=args.job_id))
+    with connect(args) as client:
+        job = client.cancel(args.job_id)
     note = (
         " (it writes a checkpoint, then stops)" if job.state == job_pb2.JOB_STATE_CANCELLING else ""
     )
@@ -229,10 +217,8 @@ def run_cancel(args: argparse.Namespace) -> int:
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    from services.generated.star.v1 import service_pb2
-
-    with connect(args) as stub:
-        response = stub.DeleteJob(service_pb2.DeleteJobRequest(job_id=args.job_id))
+    with connect(args) as client:
+        response = client.delete_job(args.job_id)
     kept = response.kept_checkpoint_ids
     note = f"; kept {len(kept)} used as warm start: {', '.join(kept)}" if kept else ""
     print(f"{args.job_id}: deleted ({response.deleted_checkpoints} checkpoint files{note})")
@@ -247,13 +233,12 @@ def _size(count: int) -> str:
 
 def run_checkpoints(args: argparse.Namespace) -> int:
     from services.cli.tables import format_table, format_time
-    from services.generated.star.v1 import service_pb2
 
-    with connect(args) as stub:
-        response = stub.ListCheckpoints(service_pb2.ListCheckpointsRequest(job_id=args.job_id))
+    with connect(args) as client:
+        checkpoints = client.checkpoints(args.job_id)
     rows = [
         (c.checkpoint_id, c.step, _size(c.size_bytes), c.sha256, format_time(c.create_time))
-        for c in response.checkpoints
+        for c in checkpoints
     ]
     print(
         format_table(("CHECKPOINT", "STEP", "SIZE", "SHA256", "CREATED"), rows)
@@ -266,24 +251,21 @@ def run_checkpoints(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from services.cli.tables import summaries_table
     from services.cli.watch import watch_job
-    from services.generated.star.v1 import service_pb2
 
-    request = service_pb2.EvaluateRequest(
-        checkpoint_id=args.checkpoint_id,
-        task=args.task or "",
-        baselines=args.baseline,
-        request_id=args.request_id or uuid.uuid4().hex,
-    )
-    for name in ("steps", "seeds"):
-        if getattr(args, name) is not None:
-            try:
-                setattr(request, name, getattr(args, name))
-            except ValueError as err:
-                raise ValueError(f"--{name}: {err}") from None
-    with connect(args) as stub:
-        job = stub.Evaluate(request)
+    with connect(args) as client:
+        try:
+            job = client.evaluate(
+                args.checkpoint_id,
+                task=args.task or "",
+                steps=args.steps,
+                seeds=args.seeds,
+                baselines=args.baseline,
+                request_id=args.request_id,
+            )
+        except ValueError as err:  # "steps: Value out of range ..." names the flag
+            raise ValueError(f"--{err}") from None
         print(job.job_id, flush=True)
         if args.watch:
-            job = watch_job(stub, job.job_id)
+            job = watch_job(client, job.job_id)
             print(summaries_table(job.evaluation))
     return 0

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 from pathlib import Path
 from typing import Any
 
 from services.cli.train import CONFIG_FLAG_FIELDS, add_config_flags
+from services.client.specs import load_spec_file, spec_from_dict
 
 # OptimizerSpec.kind when it is empty (job.proto).
 DEFAULT_OPTIMIZER_KIND = "star"
@@ -116,67 +116,6 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--warm-start", metavar="CHECKPOINT_ID", help="start from this checkpoint's meta-parameters"
     )
-
-
-def load_spec_file(path: Path) -> dict[str, Any]:
-    """The mapping in a JSON (``.json``) or YAML (any other name) file."""
-    import yaml
-
-    text = path.read_text()
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        kind = "JSON" if path.suffix == ".json" else "YAML"
-        raise ValueError(f"{path}: not valid {kind}: {' '.join(str(err).split())}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(
-            f"{path}: a JobSpec must be a mapping of field names, got {type(data).__name__}"
-        )
-    return data
-
-
-def _field(descriptor, key: str):
-    return descriptor.fields_by_name.get(key) or next(
-        (f for f in descriptor.fields if f.json_name == key), None
-    )
-
-
-def check_fields(data: Any, descriptor, path: str = "") -> None:
-    """ValueError naming the path of the first unknown field, or of a message or list field
-    whose value has the wrong shape (values themselves are checked by json_format)."""
-    for key, value in data.items():
-        where = f"{path}.{key}" if path else str(key)
-        field = _field(descriptor, str(key))
-        if field is None:
-            allowed = ", ".join(f.name for f in descriptor.fields)
-            raise ValueError(f"unknown field {where!r} (fields here: {allowed})")
-        repeated = field.is_repeated
-        is_map = field.message_type is not None and field.message_type.GetOptions().map_entry
-        if is_map or (repeated and field.message_type is None):
-            kind = dict if is_map else list
-            if not isinstance(value, kind):
-                raise ValueError(f"{where} must be a {'mapping' if is_map else 'list'}")
-        elif field.message_type is not None:
-            if not isinstance(value, dict):
-                raise ValueError(f"{where} must be a mapping")
-            check_fields(value, field.message_type, where)
-
-
-def spec_from_dict(data: dict[str, Any], source: str = "spec"):
-    """The JobSpec of a proto-JSON mapping; ValueError ``"SOURCE: ..."`` naming the field."""
-    from google.protobuf import json_format
-
-    from services.generated.star.v1 import job_pb2
-
-    spec = job_pb2.JobSpec()
-    try:
-        check_fields(data, spec.DESCRIPTOR)
-        json_format.ParseDict(data, spec)
-    except (ValueError, json_format.ParseError) as err:
-        raise ValueError(f"{source}: {' '.join(str(err).split())}") from None
-    return spec
 
 
 def _set(spec, path: str, value: Any, flag: str) -> None:

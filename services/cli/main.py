@@ -2,12 +2,13 @@
 
 Each command group lives in its own module with a ``register(subparsers)`` function that adds
 its parsers and sets ``handler`` (a function of the parsed ``argparse.Namespace`` returning an exit
-code). Heavy imports (JAX, Ray, gRPC) happen inside handlers, so ``star --help`` stays fast.
+code). Heavy imports (JAX, Ray) happen inside handlers, so ``star --help`` stays fast.
 
 Errors a user can fix (bad flags, bad values, missing data or files) end the command with one
-readable line on stderr and exit code 2; nothing else is printed. The client commands (submit,
-jobs, watch, ...) raise ``services.cli.client.ClientError``, a ValueError that carries its own exit
-code: 1 when the server could not serve a request (no server, overloaded, failed job).
+readable line on stderr and exit code 2 (``USER_ERROR_EXIT``); nothing else is printed. The client
+commands (submit, jobs, watch, ...) raise ``services.cli.client.ClientError``, a ValueError that
+carries its own exit code: 1 when the server could not serve a request (no server, overloaded,
+failed job).
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import importlib
 import logging
 import sys
 
+from services.cli.client import USER_ERROR_EXIT
+
 # Command-group modules under services.cli, in the order `star --help` lists them.
 COMMAND_MODULES = ("demo", "serve", "jobs", "watch", "fetch", "schedule", "train", "nqm", "data")
-
-USER_ERROR_EXIT = 2
 
 
 def build_parser() -> argparse.ArgumentParser:

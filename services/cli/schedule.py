@@ -15,12 +15,13 @@ when the server comes back, then continues at its next time.
 from __future__ import annotations
 
 import argparse
-import uuid
 
-from services.cli.client import add_connection_flags, collect_pages, connect
+from services.cli.client import add_connection_flags, connect
 from services.cli.jobspec import add_spec_flags
+from services.domain import OverlapPolicy
 
-OVERLAP_POLICIES = ("skip", "queue", "cancel_previous")
+OVERLAP_POLICIES = tuple(policy.value for policy in OverlapPolicy)
+# Schedules `star schedule list` shows by default.
 DEFAULT_LIMIT = 50
 
 
@@ -70,7 +71,7 @@ def register(subparsers) -> None:
         parser = commands.add_parser(name, help=f"{text}")
         parser.add_argument("schedule_id", metavar="SCHEDULE_ID")
         add_connection_flags(parser)
-        parser.set_defaults(handler=run_change, method=f"{name.capitalize()}Schedule")
+        parser.set_defaults(handler=run_change, change=name)
 
 
 def _policy_name(value: int) -> str:
@@ -88,33 +89,29 @@ def _describe(schedule) -> str:
 
 def run_add(args: argparse.Namespace) -> int:
     from services.cli.jobspec import spec_from_args
-    from services.generated.star.v1 import schedule_pb2, service_pb2
 
-    schedule = schedule_pb2.Schedule(
-        cron=args.cron,
-        timezone=args.timezone,
-        template=spec_from_args(args),
-        overlap_policy=schedule_pb2.OverlapPolicy.Value(f"OVERLAP_POLICY_{args.overlap.upper()}"),
-        warm_start_from_previous=args.warm_start_from_previous,
-        paused=args.paused,
-    )
-    request = service_pb2.CreateScheduleRequest(
-        schedule=schedule, request_id=args.request_id or uuid.uuid4().hex
-    )
-    with connect(args) as stub:
-        created = stub.CreateSchedule(request)
+    template = spec_from_args(args)
+    with connect(args) as client:
+        created = client.create_schedule(
+            template,
+            args.cron,
+            timezone=args.timezone,
+            overlap=args.overlap,
+            warm_start_from_previous=args.warm_start_from_previous,
+            paused=args.paused,
+            request_id=args.request_id,
+        )
     print(_describe(created))
     return 0
 
 
 def run_list(args: argparse.Namespace) -> int:
     from services.cli.tables import format_table, format_time
-    from services.generated.star.v1 import service_pb2
 
-    with connect(args) as stub:
-        schedules = collect_pages(
-            stub.ListSchedules, service_pb2.ListSchedulesRequest, "schedules", args.limit
-        )
+    if args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    with connect(args) as client:
+        schedules = list(client.list_schedules(limit=args.limit))
     rows = [
         (
             s.schedule_id,
@@ -133,11 +130,13 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_change(args: argparse.Namespace) -> int:
-    """Pause, resume or delete a schedule (``args.method`` names the RPC)."""
-    from services.generated.star.v1 import service_pb2
-
-    request = getattr(service_pb2, f"{args.method}Request")(schedule_id=args.schedule_id)
-    with connect(args) as stub:
-        answer = getattr(stub, args.method)(request)
-    print(f"{args.schedule_id}: deleted" if args.method == "DeleteSchedule" else _describe(answer))
+    """Pause, resume or delete a schedule (``args.change`` says which)."""
+    with connect(args) as client:
+        if args.change == "delete":
+            client.delete_schedule(args.schedule_id)
+            print(f"{args.schedule_id}: deleted")
+            return 0
+        method = client.pause_schedule if args.change == "pause" else client.resume_schedule
+        changed = method(args.schedule_id)
+    print(_describe(changed))
     return 0

@@ -60,6 +60,7 @@ from services.domain.records import (
 )
 from services.domain.spec import (
     BASELINES,
+    CHECKPOINT_LABEL,
     DEFAULT_CPUS_PER_WORKER,
     DEFAULT_EVAL_SEEDS,
     DEFAULT_KEEP_CHECKPOINTS,
@@ -99,6 +100,7 @@ __all__ = [
     "ACTIVE_STATES",
     "AlreadyExists",
     "BASELINES",
+    "CHECKPOINT_LABEL",
     "CheckpointRecord",
     "DEFAULT_CPUS_PER_WORKER",
     "DEFAULT_EVAL_SEEDS",

@@ -74,6 +74,8 @@ EVAL_HORIZON_MULTIPLE = 10
 # Adam with the learning-rate sweep (the CLI's `adam-tuned`).
 TUNED_ADAM = "adam-tuned"
 BASELINES = ("adam", "sgdm", "aggmo", TUNED_ADAM)
+# The label of the evaluated checkpoint's own summary (baselines carry their names).
+CHECKPOINT_LABEL = "checkpoint"
 # Ray's built-in resource names; a spec asks for those through num_workers / gpus_per_worker.
 RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
 RESOURCE_NAME = re.compile(r"[A-Za-z0-9_.:/-]+")

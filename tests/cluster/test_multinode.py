@@ -8,6 +8,7 @@ drive it through the gRPC API and check where Ray put the actors with Ray's stat
 
 from __future__ import annotations
 
+import hashlib
 import re
 import subprocess
 import sys
@@ -15,20 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from services.cluster.learner import STRAGGLER_TIMEOUT_S, learner_name, worker_name
-from services.generated.star.v1 import job_pb2, service_pb2
+from services.cluster.learner import learner_name, worker_name
+from services.cluster.pool import STRAGGLER_TIMEOUT_S
+from services.generated.star.v1 import job_pb2
 from star_core.training.checkpoint import load_checkpoint
 from tests.cluster.local_cluster import BIN
-from tests.cluster.star_server import (
-    StarServer,
-    fetch_checkpoint,
-    logs,
-    metrics_steps,
-    sha256,
-    submit,
-    tiny_spec,
-    watch,
-)
+from tests.cluster.star_server import StarServer, logs, metrics_steps, tiny_spec, watch
 
 pytestmark = pytest.mark.slow
 
@@ -63,31 +56,30 @@ def leave_actors(cluster, names: list[str]) -> None:
     )
 
 
-def test_two_worker_job_runs_on_the_worker_nodes_and_checkpoints(cluster, star):
+def test_two_worker_job_runs_on_the_worker_nodes_and_checkpoints(cluster, star, tmp_path):
     nodes = cluster.require_worker_nodes()
-    job = submit(
-        star.stub, tiny_spec(outer_steps=4, num_workers=2, checkpoint_interval=2), "two-workers"
+    job = star.client.submit(
+        tiny_spec(outer_steps=4, num_workers=2, checkpoint_interval=2), request_id="two-workers"
     )
-    events = list(watch(star.stub, job.job_id, JOB_TIMEOUT_S, until=is_metrics))
+    events = list(watch(star.client, job.job_id, JOB_TIMEOUT_S, until=is_metrics))
     learner_node, worker_nodes = actor_nodes(cluster, job.job_id, 2)
-    events += watch(star.stub, job.job_id, JOB_TIMEOUT_S, after_seq=events[-1].seq)
+    events += watch(star.client, job.job_id, JOB_TIMEOUT_S, after_seq=events[-1].seq)
 
     # One worker on each worker node (one CPU each), none on the head (no CPU).
     assert sorted(worker_nodes) == sorted([nodes["a"], nodes["b"]])
     assert learner_node in nodes.values()
-    done = star.stub.GetJob(service_pb2.GetJobRequest(job_id=job.job_id))
+    done = star.client.get_job(job.job_id)
     assert done.state == job_pb2.JOB_STATE_SUCCEEDED, (done.error, star.log_tail())
     assert (done.step, done.device) == (4, "cpu")
     assert sorted(done.worker_nodes) == sorted(worker_nodes)
     assert metrics_steps(events) == [1, 2, 3, 4]
 
-    checkpoints = star.stub.ListCheckpoints(
-        service_pb2.ListCheckpointsRequest(job_id=job.job_id)
-    ).checkpoints
+    checkpoints = star.client.checkpoints(job.job_id)
     assert [c.step for c in checkpoints] == [2, 4]
-    data, announced = fetch_checkpoint(star.stub, checkpoints[-1].checkpoint_id)
-    assert len(data) == checkpoints[-1].size_bytes
-    assert sha256(data) == announced == checkpoints[-1].sha256
+    fetched = star.client.fetch(checkpoints[-1].checkpoint_id, tmp_path)  # sha256-checked
+    data = fetched.path.read_bytes()
+    assert len(data) == fetched.size_bytes == checkpoints[-1].size_bytes
+    assert hashlib.sha256(data).hexdigest() == fetched.sha256 == checkpoints[-1].sha256
     metadata = load_checkpoint(data).metadata
     assert (metadata["step"], metadata["job_id"]) == (4, job.job_id)
 
@@ -97,13 +89,13 @@ def test_worker_resources_place_the_workers_on_the_node_that_has_them(cluster, s
     spec = tiny_spec(
         outer_steps=2, num_workers=1, checkpoint_interval=2, worker_resources={"node_a": 1}
     )
-    job = submit(star.stub, spec, "on-node-a")
-    events = list(watch(star.stub, job.job_id, JOB_TIMEOUT_S, until=is_metrics))
+    job = star.client.submit(spec, request_id="on-node-a")
+    events = list(watch(star.client, job.job_id, JOB_TIMEOUT_S, until=is_metrics))
     _, worker_nodes = actor_nodes(cluster, job.job_id, 1)
-    events += watch(star.stub, job.job_id, JOB_TIMEOUT_S, after_seq=events[-1].seq)
+    events += watch(star.client, job.job_id, JOB_TIMEOUT_S, after_seq=events[-1].seq)
 
     assert worker_nodes == [nodes["a"]]
-    done = star.stub.GetJob(service_pb2.GetJobRequest(job_id=job.job_id))
+    done = star.client.get_job(job.job_id)
     assert done.state == job_pb2.JOB_STATE_SUCCEEDED, (done.error, star.log_tail())
     assert list(done.worker_nodes) == [nodes["a"]]
     assert dict(done.spec.worker_resources) == {"node_a": 1.0}
@@ -122,21 +114,21 @@ def test_a_worker_node_dies_mid_job_and_the_job_completes_on_the_other(cluster, 
     nodes = cluster.require_worker_nodes()
     steps = 100  # enough to kill a node while the job runs (a step takes ~10-50 ms here)
     spec = tiny_spec(outer_steps=steps, num_workers=2, checkpoint_interval=100)
-    job = submit(star.stub, spec, "node-dies")
-    events = list(watch(star.stub, job.job_id, JOB_TIMEOUT_S, until=is_metrics))
+    job = star.client.submit(spec, request_id="node-dies")
+    events = list(watch(star.client, job.job_id, JOB_TIMEOUT_S, until=is_metrics))
     learner_node, worker_nodes = actor_nodes(cluster, job.job_id, 2)
     # The node to kill runs a worker and not the learner (a lost learner is another story: the
     # runner restarts it from the latest checkpoint).
     victim = next(name for name in ("b", "a") if nodes[name] != learner_node)
     survivor = "a" if victim == "b" else "b"
-    step_at_kill = star.stub.GetJob(service_pb2.GetJobRequest(job_id=job.job_id)).step
+    step_at_kill = star.client.get_job(job.job_id).step
     leftovers = cluster.kill_node(victim)
-    events += watch(star.stub, job.job_id, JOB_TIMEOUT_S, after_seq=events[-1].seq)
+    events += watch(star.client, job.job_id, JOB_TIMEOUT_S, after_seq=events[-1].seq)
 
     assert leftovers == [], "processes of the killed node outlived its process group"
     assert 1 <= step_at_kill < steps, "the node was not killed while the job ran"
     cluster.wait_for_death(victim)  # the GCS saw it die
-    done = star.stub.GetJob(service_pb2.GetJobRequest(job_id=job.job_id))
+    done = star.client.get_job(job.job_id)
     assert done.state == job_pb2.JOB_STATE_SUCCEEDED, (done.error, star.log_tail())
     assert metrics_steps(events) == list(range(1, steps + 1))
     lost = worker_nodes.index(nodes[victim])
@@ -161,14 +153,14 @@ def test_a_fresh_service_on_the_same_data_dir_resumes_the_jobs_of_a_dead_one(clu
     steps = 100  # a step takes ~10-50 ms here: the service dies while the job runs
     try:
         first.start()
-        job = submit(
-            first.stub,
-            tiny_spec(outer_steps=steps, num_workers=1, checkpoint_interval=5),
-            "survives-restart",
+        job = first.client.submit(
+            # Every checkpoint kept: the test checks the whole list after the restart.
+            tiny_spec(outer_steps=steps, num_workers=1, checkpoint_interval=5, keep_checkpoints=20),
+            request_id="survives-restart",
         )
         seen = list(
             watch(
-                first.stub,
+                first.client,
                 job.job_id,
                 JOB_TIMEOUT_S,
                 until=lambda e: e.WhichOneof("event") == "checkpoint_written",
@@ -181,11 +173,9 @@ def test_a_fresh_service_on_the_same_data_dir_resumes_the_jobs_of_a_dead_one(clu
         leave_actors(cluster, [learner_name(job.job_id), worker_name(job.job_id, 0)])
         # Another "machine": a new process with the same data directory and cluster address.
         second.start()
-        after = list(watch(second.stub, job.job_id, JOB_TIMEOUT_S, after_seq=seen[-1].seq))
-        done = second.stub.GetJob(service_pb2.GetJobRequest(job_id=job.job_id))
-        checkpoints = second.stub.ListCheckpoints(
-            service_pb2.ListCheckpointsRequest(job_id=job.job_id)
-        ).checkpoints
+        after = list(watch(second.client, job.job_id, JOB_TIMEOUT_S, after_seq=seen[-1].seq))
+        done = second.client.get_job(job.job_id)
+        checkpoints = second.client.checkpoints(job.job_id)
     finally:
         first.kill()
         assert second.stop() == []

@@ -84,11 +84,8 @@ def running_service(ray_session, tmp_path_factory):
 
 @pytest.fixture
 def client(running_service):
-    """A synchronous MetaTraining stub connected to the running service."""
-    from tests.services.service_fixtures import stub
+    """A ``StarClient`` connected to the running service."""
+    from services.client import StarClient
 
-    channel, client = stub(running_service.address)
-    try:
+    with StarClient(running_service.address) as client:
         yield client
-    finally:
-        channel.close()

@@ -1,18 +1,14 @@
-"""Helpers of the service tests: a tiny job spec, a client, following a job's events.
+"""Helpers of the service tests: a tiny job spec, following a job's events.
 
 The service itself (``services.app.BackgroundService``: Ray once per test session, SQLite, gRPC
-on loopback) is a fixture in ``conftest.py``; the tests use the ordinary synchronous gRPC
-client against it, as any user would.
+on loopback) is a fixture in ``conftest.py``; the tests talk to it through
+``services.client.StarClient``, as any user would.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-
-import grpc
-
-from services.generated.star.v1 import job_pb2, service_pb2, service_pb2_grpc
+from services.client import StarClient
+from services.generated.star.v1 import job_pb2
 
 # Seconds a test waits for a job to end (Ray actor start-up and JIT compile included).
 JOB_TIMEOUT_S = 240.0
@@ -32,25 +28,18 @@ def tiny_spec(**fields) -> job_pb2.JobSpec:
     return spec
 
 
-def stub(address: str, token: str | None = None) -> tuple[grpc.Channel, object]:
-    channel = grpc.insecure_channel(address)
-    return channel, service_pb2_grpc.MetaTrainingStub(channel)
+def events(
+    client: StarClient, job_id: str, after_seq: int = 0, timeout: float = JOB_TIMEOUT_S
+) -> list[job_pb2.JobEvent]:
+    """The job's events after ``after_seq`` up to its terminal event."""
+    return list(client.watch(job_id, after_seq=after_seq, timeout=timeout))
 
 
-def watch(
-    stub_, job_id: str, after_seq: int = 0, timeout: float = JOB_TIMEOUT_S
-) -> Iterator[job_pb2.JobEvent]:
-    """The job's events until its terminal event (the stream ends there)."""
-    request = service_pb2.WatchJobRequest(job_id=job_id, after_seq=after_seq)
-    yield from stub_.WatchJob(request, timeout=timeout)
-
-
-def wait_for_step(stub_, job_id: str, step: int, timeout: float = JOB_TIMEOUT_S) -> int:
+def wait_for_step(
+    client: StarClient, job_id: str, step: int, timeout: float = JOB_TIMEOUT_S
+) -> int:
     """Follow the job's events until it reports ``step``; returns the last seq seen."""
-    deadline = time.monotonic() + timeout
-    for event in watch(stub_, job_id, timeout=timeout):
+    for event in client.watch(job_id, timeout=timeout):
         if event.WhichOneof("event") == "metrics" and event.metrics.step >= step:
             return event.seq
-        if time.monotonic() > deadline:
-            break
-    raise AssertionError(f"job {job_id} did not reach step {step}")
+    raise AssertionError(f"job {job_id} ended before it reached step {step}")

@@ -16,32 +16,17 @@ import pytest
 from google.protobuf import json_format
 
 from services.api.convert import spec_from_proto
-from services.cli import fetch, watch
 from services.cli.jobspec import spec_from_args
 from services.cli.main import build_parser, main
 from services.cli.train import config_from_args
+from services.client import RetryPolicy
+from services.client import client as star_client
+from services.client.streams import part_path
 from services.generated.star.v1 import job_pb2, schedule_pb2
 from star_core.training.config import MetaTrainConfig
 from tests.services import star_stub_server
+from tests.services.star_stub_server import SPEC, SPEC_YAML, job_events
 
-# A JobSpec in the proto's JSON form, as a user writes it.
-SPEC = {
-    "tasks": ["nqm"],
-    "optimizer": {"kind": "star", "constants": {"beta3": 1e-5}},
-    "estimator": {"kind": "pes", "horizon": 40, "truncation_length": 10},
-    "outer_steps": 30,
-    "num_workers": 2,
-}
-SPEC_YAML = """\
-tasks: [nqm]
-optimizer: {kind: star, constants: {beta3: 1.0e-5}}
-estimator:
-  kind: pes
-  horizon: 40
-  truncation_length: 10
-outer_steps: 30
-num_workers: 2
-"""
 # star train's flags, each set to a non-default value.
 TRAIN_FLAGS = [
     "--task",
@@ -82,6 +67,11 @@ def free_port() -> int:
 
 def error_lines(capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("star:")]
+
+
+def fast_retries(monkeypatch, attempts: int = RetryPolicy.attempts) -> None:
+    """Reopen cut streams at once (no backoff), at most ``attempts`` times in a row."""
+    monkeypatch.setattr(star_client, "DEFAULT_RETRY", RetryPolicy(attempts, backoff_s=0.0))
 
 
 @pytest.fixture
@@ -353,14 +343,14 @@ def checkpoint(stub, monkeypatch):
     """The stub server serving 5000 random bytes as checkpoint ckpt-1 (chunks of 1 KiB)."""
     service, address = stub
     service.data = os.urandom(5000)
-    monkeypatch.setattr(fetch, "RETRY_BACKOFF_S", 0.0)
+    fast_retries(monkeypatch)
     return service, address
 
 
 def fetched(service, out, capsys) -> None:
     """``out`` holds the checkpoint, no .part is left, and the command said so."""
     assert out.read_bytes() == service.data
-    assert not fetch.part_path(out).exists()
+    assert not part_path(out).exists()
     sha = hashlib.sha256(service.data).hexdigest()
     assert capsys.readouterr().out == f"wrote {out} (5000 bytes, sha256 {sha})\n"
 
@@ -382,7 +372,7 @@ def test_fetch_writes_the_file(checkpoint, tmp_path, capsys):
 def test_fetch_resumes_from_the_part_file(checkpoint, tmp_path, capsys):
     service, address = checkpoint
     out = tmp_path / "theta.safetensors"
-    fetch.part_path(out).write_bytes(service.data[:2500])
+    part_path(out).write_bytes(service.data[:2500])
     assert main(["fetch", "ckpt-1", "--out", str(out), "--server", address]) == 0
     fetched(service, out, capsys)
     assert offsets(service) == [2500]
@@ -401,7 +391,7 @@ def test_fetch_reopens_a_cut_stream_where_it_was_cut(checkpoint, tmp_path, capsy
 def test_fetch_starts_again_when_the_part_file_does_not_fit(checkpoint, tmp_path, capsys, part):
     service, address = checkpoint
     out = tmp_path / "theta.safetensors"
-    fetch.part_path(out).write_bytes(part)
+    part_path(out).write_bytes(part)
     assert main(["fetch", "ckpt-1", "--out", str(out), "--server", address]) == 0
     fetched(service, out, capsys)
     assert offsets(service) == [len(part), 0]
@@ -411,13 +401,13 @@ def test_fetch_deletes_a_download_whose_sha256_differs(checkpoint, tmp_path, cap
     service, address = checkpoint
     service.sha256 = "0" * 64
     out = tmp_path / "theta.safetensors"
-    fetch.part_path(out).write_bytes(service.data[:1000])
+    part_path(out).write_bytes(service.data[:1000])
     assert main(["fetch", "ckpt-1", "--out", str(out), "--server", address]) == 1
     (line,) = capsys.readouterr().err.splitlines()
     sha = hashlib.sha256(service.data).hexdigest()
     assert line == (
         f"star: error: ckpt-1: got 5000 bytes with sha256 {sha}, the server announced"
-        f" 5000 bytes with sha256 {'0' * 64}; deleted {fetch.part_path(out)},"
+        f" 5000 bytes with sha256 {'0' * 64}; deleted {part_path(out)},"
         " run again"
     )
     assert list(tmp_path.iterdir()) == []
@@ -427,16 +417,16 @@ def test_fetch_gives_up_after_repeated_cuts_and_keeps_the_part(
     checkpoint, tmp_path, capsys, monkeypatch
 ):
     service, address = checkpoint
-    monkeypatch.setattr(fetch, "FETCH_ATTEMPTS", 2)
+    fast_retries(monkeypatch, attempts=2)
     service.cut_fetch_after = [1] + [0] * 100  # 1 chunk, then nothing more ever
     out = tmp_path / "theta.safetensors"
     assert main(["fetch", "ckpt-1", "--out", str(out), "--server", address]) == 1
     assert error_lines(capsys) == [
         f"star: error: ckpt-1: download failed at byte 1024: UNAVAILABLE: stream cut"
-        f" (run again to resume from {fetch.part_path(out)})"
+        f" (run again to resume from {part_path(out)})"
     ]
-    assert fetch.part_path(out).read_bytes() == service.data[:1024] and not out.exists()
-    # 1 + FETCH_ATTEMPTS + 1 tries (gRPC itself retries a stream cut before its first chunk)
+    assert part_path(out).read_bytes() == service.data[:1024] and not out.exists()
+    # 1 + attempts + 1 tries (gRPC itself retries a stream cut before its first chunk)
     assert offsets(service)[0] == 0 and set(offsets(service)[1:]) == {1024}
     assert len(offsets(service)) >= 4
 
@@ -444,62 +434,10 @@ def test_fetch_gives_up_after_repeated_cuts_and_keeps_the_part(
 # ----- watch ----------------------------------------------------------------------------------
 
 
-def job_events(job_id: str, final: int, error: str = "") -> list[job_pb2.JobEvent]:
-    """A job's events: RUNNING, metrics of step 1, a warning, a checkpoint, metrics of step 2,
-    then the change to ``final``."""
-    spec = job_pb2.JobSpec(outer_steps=2)
-    running, done = job_pb2.JOB_STATE_RUNNING, final
-
-    def event(seq: int, step: int, state: int, **what) -> job_pb2.JobEvent:
-        job = job_pb2.Job(job_id=job_id, state=state, step=step, spec=spec, error=error)
-        return job_pb2.JobEvent(job=job, seq=seq, **what)
-
-    metrics = [
-        job_pb2.MetricsUpdate(
-            step=s, metrics=job_pb2.JobMetrics(meta_loss=0.5 / s, inner_steps_per_second=100.0 * s)
-        )
-        for s in (1, 2)
-    ]
-    return [
-        event(
-            1,
-            0,
-            running,
-            state_change=job_pb2.StateChange(
-                from_state=job_pb2.JOB_STATE_PENDING, to_state=running, reason="placed"
-            ),
-        ),
-        event(2, 1, running, metrics=metrics[0]),
-        event(
-            3,
-            1,
-            running,
-            log=job_pb2.LogMessage(level=job_pb2.LOG_LEVEL_WARNING, message="worker 1 restarted"),
-        ),
-        event(
-            4,
-            1,
-            running,
-            checkpoint_written=job_pb2.CheckpointWritten(
-                checkpoint=job_pb2.Checkpoint(checkpoint_id="ckpt-a", step=1)
-            ),
-        ),
-        event(5, 2, running, metrics=metrics[1]),
-        event(
-            6,
-            2,
-            done,
-            state_change=job_pb2.StateChange(
-                from_state=running, to_state=done, reason=error or "all steps done"
-            ),
-        ),
-    ]
-
-
 @pytest.fixture
 def watched(stub, monkeypatch):
     service, address = stub
-    monkeypatch.setattr(watch, "RECONNECT_BACKOFF_S", 0.0)
+    fast_retries(monkeypatch)
     for job_id, final, error in (
         ("job-ok", job_pb2.JOB_STATE_SUCCEEDED, ""),
         ("job-bad", job_pb2.JOB_STATE_FAILED, "estimates all NaN"),
@@ -532,7 +470,7 @@ def test_watch_of_a_failed_job_exits_1_with_the_reason(watched, capsys):
 
 def test_a_stream_that_keeps_ending_before_the_job_is_an_error(watched, capsys, monkeypatch):
     service, address = watched
-    monkeypatch.setattr(watch, "RECONNECT_ATTEMPTS", 2)
+    fast_retries(monkeypatch, attempts=2)
     service.end_watch_early = True
     assert main(["watch", "job-ok", "--server", address]) == 1
     assert error_lines(capsys) == [

@@ -16,10 +16,11 @@ import threading
 import pytest
 
 from services.app import BackgroundService, ServiceOptions
+from services.client import StarClient
 from services.cluster.lifecycle import Outcome, StopReason
 from services.domain import JobState
-from services.generated.star.v1 import job_pb2, service_pb2
-from tests.services.service_fixtures import stub, tiny_spec, watch
+from services.generated.star.v1 import job_pb2
+from tests.services.service_fixtures import events, tiny_spec
 
 CLIENTS = 20
 # Outer steps each stand-in job reports.
@@ -72,15 +73,10 @@ def test_twenty_concurrent_clients_submit_and_watch(quick_service):
     results: dict[int, list] = {}
 
     def one(index: int) -> None:
-        channel, client = stub(quick_service.address)
-        try:
+        with StarClient(quick_service.address) as client:
             spec = tiny_spec(num_workers=1, outer_steps=STEPS, seed=index)
-            job = client.SubmitJob(
-                service_pb2.SubmitJobRequest(spec=spec, request_id=f"concurrent-{index}")
-            )
-            results[index] = list(watch(client, job.job_id, timeout=TIMEOUT_S))
-        finally:
-            channel.close()
+            job = client.submit(spec, request_id=f"concurrent-{index}")
+            results[index] = events(client, job.job_id, timeout=TIMEOUT_S)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(CLIENTS)]
     for thread in threads:
@@ -88,12 +84,12 @@ def test_twenty_concurrent_clients_submit_and_watch(quick_service):
     for thread in threads:
         thread.join(TIMEOUT_S)
     assert sorted(results) == list(range(CLIENTS))
-    for events in results.values():
-        assert events[-1].state_change.to_state == job_pb2.JOB_STATE_SUCCEEDED
-        assert [e.seq for e in events] == list(range(1, len(events) + 1))
-        steps = [e.metrics.step for e in events if e.WhichOneof("event") == "metrics"]
+    for seen in results.values():
+        assert seen[-1].state_change.to_state == job_pb2.JOB_STATE_SUCCEEDED
+        assert [e.seq for e in seen] == list(range(1, len(seen) + 1))
+        steps = [e.metrics.step for e in seen if e.WhichOneof("event") == "metrics"]
         assert steps == list(range(1, STEPS + 1))
-        written = [e for e in events if e.WhichOneof("event") == "checkpoint_written"]
+        written = [e for e in seen if e.WhichOneof("event") == "checkpoint_written"]
         assert [e.checkpoint_written.checkpoint.step for e in written] == [STEPS]
-    job_ids = {events[0].job.job_id for events in results.values()}
+    job_ids = {seen[0].job.job_id for seen in results.values()}
     assert len(job_ids) == CLIENTS

@@ -5,7 +5,9 @@
 - the final evaluation raises: the job ends FAILED with the reason (never RUNNING for ever);
 - a cancel during the final evaluation stops it: CANCELLED;
 - Ray's control plane (the GCS process) stalled while a job is being started: the API still
-  answers.
+  answers;
+- a full disk fails the job and keeps its earlier checkpoints; retention keeps the latest ones;
+- a job whose data is not prepared fails at once, its error naming the command that prepares it.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import time
 
 import pytest
 
-from services.generated.star.v1 import job_pb2, service_pb2
-from tests.services.service_fixtures import tiny_spec, watch
+from services.client import StarClient
+from services.generated.star.v1 import job_pb2
+from tests.services.service_fixtures import events as watch_all
+from tests.services.service_fixtures import tiny_spec
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +32,6 @@ pytestmark = pytest.mark.slow
 API_DEADLINE_S = 2.0
 # Seconds the GCS stays stopped (short: Ray's own timeouts are much longer).
 GCS_STOP_S = 5.0
-
-
-def _submit(client, spec) -> job_pb2.Job:
-    return client.SubmitJob(service_pb2.SubmitJobRequest(spec=spec))
 
 
 def _state(event) -> int | None:
@@ -50,9 +50,9 @@ def _learner_pid(events) -> int:
 
 def test_a_killed_learner_resumes_from_the_checkpoint_and_the_job_succeeds(ray_session, client):
     spec = tiny_spec(outer_steps=120, checkpoint_interval=5)
-    job = _submit(client, spec)
+    job = client.submit(spec)
     events, checkpoint, killed = [], None, False
-    for event in watch(client, job.job_id):
+    for event in client.watch(job.job_id):
         events.append(event)
         kind = event.WhichOneof("event")
         if kind == "checkpoint_written" and checkpoint is None:
@@ -82,8 +82,8 @@ def test_an_evaluation_that_raises_fails_the_job_with_the_reason(client):
     # fmnist_mlp reads prepared data that this machine does not have: the evaluation raises.
     spec = tiny_spec(outer_steps=2, checkpoint_interval=2)
     spec.evaluation.CopyFrom(job_pb2.EvaluationSpec(task="fmnist_mlp", steps=10, seeds=1))
-    job = _submit(client, spec)
-    events = list(watch(client, job.job_id))
+    job = client.submit(spec)
+    events = watch_all(client, job.job_id)
     assert _state(events[-1]) == job_pb2.JOB_STATE_FAILED
     assert "FileNotFoundError" in events[-1].job.error
     assert "star data prepare" in events[-1].job.error
@@ -93,11 +93,11 @@ def test_a_cancel_during_the_final_evaluation_ends_the_job_cancelled(client):
     spec = tiny_spec(outer_steps=2, checkpoint_interval=2)
     # An evaluation far longer than the test: a million inner steps on the quadratic.
     spec.evaluation.CopyFrom(job_pb2.EvaluationSpec(task="nqm", steps=1_000_000, seeds=4))
-    job = _submit(client, spec)
+    job = client.submit(spec)
     cancelled_at = None
-    for event in watch(client, job.job_id):
+    for event in client.watch(job.job_id):
         if event.WhichOneof("event") == "log" and "evaluating" in event.log.message:
-            client.CancelJob(service_pb2.CancelJobRequest(job_id=job.job_id))
+            client.cancel(job.job_id)
             cancelled_at = time.monotonic()
         last = event
     assert cancelled_at is not None
@@ -114,24 +114,27 @@ def test_a_stalled_gcs_does_not_freeze_the_api(ray_session, client):
     pid = _gcs_pid(ray_session)
     os.kill(pid, signal.SIGSTOP)
     try:
-        job = _submit(client, tiny_spec(outer_steps=3))  # its runner now blocks on Ray
+        job = client.submit(tiny_spec(outer_steps=3))  # its runner now blocks on Ray
         deadline = time.monotonic() + GCS_STOP_S
         answers = 0
-        while time.monotonic() < deadline:
-            start = time.monotonic()
-            client.GetJob(service_pb2.GetJobRequest(job_id=job.job_id), timeout=API_DEADLINE_S)
-            client.ListJobs(service_pb2.ListJobsRequest(page_size=5), timeout=API_DEADLINE_S)
-            assert time.monotonic() - start < API_DEADLINE_S
-            answers += 1
-            time.sleep(0.2)
+        with StarClient(client.server, timeout=API_DEADLINE_S) as quick:
+            while time.monotonic() < deadline:
+                start = time.monotonic()
+                quick.get_job(job.job_id)
+                list(quick.list_jobs(limit=5))
+                assert time.monotonic() - start < API_DEADLINE_S
+                answers += 1
+                time.sleep(0.2)
         assert answers >= 5
     finally:
         os.kill(pid, signal.SIGCONT)
-    events = list(watch(client, job.job_id))
+    events = watch_all(client, job.job_id)
     assert _state(events[-1]) == job_pb2.JOB_STATE_SUCCEEDED
 
 
-def test_a_full_disk_fails_the_job_and_keeps_the_earlier_checkpoints(running_service, client):
+def test_a_full_disk_fails_the_job_and_keeps_the_earlier_checkpoints(
+    running_service, client, tmp_path
+):
     checkpoints = running_service.service.manager.checkpoints
     write = checkpoints.write
     calls = []
@@ -144,30 +147,26 @@ def test_a_full_disk_fails_the_job_and_keeps_the_earlier_checkpoints(running_ser
 
     checkpoints.write = write_until_the_disk_is_full
     try:
-        job = _submit(client, tiny_spec(outer_steps=9, checkpoint_interval=3))
-        events = list(watch(client, job.job_id))
+        job = client.submit(tiny_spec(outer_steps=9, checkpoint_interval=3))
+        events = watch_all(client, job.job_id)
     finally:
         del checkpoints.write  # the instance attribute: the class's method again
     assert _state(events[-1]) == job_pb2.JOB_STATE_FAILED
     assert "No space left on device" in events[-1].job.error
-    listing = client.ListCheckpoints(service_pb2.ListCheckpointsRequest(job_id=job.job_id))
-    assert [c.step for c in listing.checkpoints] == [3]
-    chunks = client.FetchCheckpoint(
-        service_pb2.FetchCheckpointRequest(checkpoint_id=listing.checkpoints[0].checkpoint_id)
-    )
-    data = b"".join(c.data for c in chunks)
-    assert hashlib.sha256(data).hexdigest() == listing.checkpoints[0].sha256
+    (kept,) = client.checkpoints(job.job_id)
+    assert kept.step == 3
+    data = client.fetch(kept.checkpoint_id, tmp_path).path.read_bytes()  # sha256-checked
+    assert hashlib.sha256(data).hexdigest() == kept.sha256
 
 
 def test_a_job_keeps_its_latest_checkpoints_and_deletes_the_older_files(running_service, client):
     spec = tiny_spec(outer_steps=7, checkpoint_interval=1, keep_checkpoints=3)
-    job = _submit(client, spec)
-    events = list(watch(client, job.job_id))
+    job = client.submit(spec)
+    events = watch_all(client, job.job_id)
     assert _state(events[-1]) == job_pb2.JOB_STATE_SUCCEEDED
     written = [e for e in events if e.WhichOneof("event") == "checkpoint_written"]
     assert [e.checkpoint_written.checkpoint.step for e in written] == list(range(1, 8))
-    listing = client.ListCheckpoints(service_pb2.ListCheckpointsRequest(job_id=job.job_id))
-    assert [c.step for c in listing.checkpoints] == [5, 6, 7]
+    assert [c.step for c in client.checkpoints(job.job_id)] == [5, 6, 7]
     folder = running_service.service.manager.checkpoints.root / job.job_id
     assert len(list(folder.iterdir())) == 3
 
@@ -177,8 +176,8 @@ def test_a_job_whose_data_is_not_prepared_fails_at_once_naming_the_fix(client):
     spec = tiny_spec(outer_steps=5)
     del spec.tasks[:]
     spec.tasks.append("fmnist_mlp")
-    job = _submit(client, spec)
-    events = list(watch(client, job.job_id))
+    job = client.submit(spec)
+    events = watch_all(client, job.job_id)
     assert _state(events[-1]) == job_pb2.JOB_STATE_FAILED
     error = events[-1].job.error
     assert "could not start" in error and "star data prepare fashion_mnist" in error, error

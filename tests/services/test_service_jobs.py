@@ -10,7 +10,6 @@ import hashlib
 import time
 import urllib.request
 
-import grpc
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,36 +18,24 @@ import pytest
 
 import star_core
 from services.api import convert
+from services.client import StarClient, StarError
+from services.client.streams import part_path
 from services.cluster.metrics import METRICS, prometheus_name
-from services.generated.star.v1 import job_pb2, service_pb2
+from services.generated.star.v1 import job_pb2
 from star_core.training import checkpoint as ckpt
 from star_core.training.loop import meta_train
-from tests.services.service_fixtures import stub, tiny_spec, wait_for_step, watch
+from tests.services.service_fixtures import events, tiny_spec, wait_for_step
 
 pytestmark = pytest.mark.slow
 
 
-def _submit(client, spec, request_id: str = "") -> job_pb2.Job:
-    return client.SubmitJob(service_pb2.SubmitJobRequest(spec=spec, request_id=request_id))
+def _fetch(client: StarClient, checkpoint_id: str, folder) -> bytes:
+    """The checkpoint's bytes, downloaded (and sha256-checked) by the client."""
+    return client.fetch(checkpoint_id, folder).path.read_bytes()
 
 
-def _events(client, job_id: str) -> list[job_pb2.JobEvent]:
-    return list(watch(client, job_id))
-
-
-def _fetch(client, checkpoint_id: str, offset: int = 0) -> tuple[bytes, str]:
-    chunks = list(
-        client.FetchCheckpoint(
-            service_pb2.FetchCheckpointRequest(checkpoint_id=checkpoint_id, offset=offset)
-        )
-    )
-    assert [c.offset for c in chunks] == sorted(c.offset for c in chunks)
-    return b"".join(c.data for c in chunks), chunks[0].sha256
-
-
-def _last_checkpoint(client, job_id: str) -> job_pb2.Checkpoint:
-    listing = client.ListCheckpoints(service_pb2.ListCheckpointsRequest(job_id=job_id))
-    return max(listing.checkpoints, key=lambda c: c.step)
+def _last_checkpoint(client: StarClient, job_id: str) -> job_pb2.Checkpoint:
+    return max(client.checkpoints(job_id), key=lambda c: c.step)
 
 
 def _theta_bytes(tree) -> list[bytes]:
@@ -58,45 +45,49 @@ def _theta_bytes(tree) -> list[bytes]:
 @pytest.fixture(scope="module")
 def finished_job(running_service):
     """One 2-worker job run to the end, with all its events."""
-    channel, client = stub(running_service.address)
-    try:
-        job = _submit(client, tiny_spec(), request_id="finished-job")
-        return job, _events(client, job.job_id)
-    finally:
-        channel.close()
+    with StarClient(running_service.address) as client:
+        job = client.submit(tiny_spec(), request_id="finished-job")
+        return job, events(client, job.job_id)
 
 
 def test_submit_watch_succeed_fetch_and_train_with_the_checkpoint(client, finished_job, tmp_path):
-    job, events = finished_job
-    seqs = [e.seq for e in events]
+    job, seen = finished_job
+    seqs = [e.seq for e in seen]
     assert seqs == list(range(1, len(seqs) + 1))
-    kinds = [e.WhichOneof("event") for e in events]
+    kinds = [e.WhichOneof("event") for e in seen]
     assert kinds[0] == "state_change"
-    assert events[0].state_change.to_state == job_pb2.JOB_STATE_PENDING
-    assert events[-1].state_change.to_state == job_pb2.JOB_STATE_SUCCEEDED
-    steps = [e.metrics.step for e in events if e.WhichOneof("event") == "metrics"]
+    assert seen[0].state_change.to_state == job_pb2.JOB_STATE_PENDING
+    assert seen[-1].state_change.to_state == job_pb2.JOB_STATE_SUCCEEDED
+    steps = [e.metrics.step for e in seen if e.WhichOneof("event") == "metrics"]
     assert steps == [1, 2, 3, 4, 5, 6]
     written = [
         e.checkpoint_written.checkpoint.step
-        for e in events
+        for e in seen
         if kinds[e.seq - 1] == "checkpoint_written"
     ]
     assert written == [3, 6]
 
-    final = client.GetJob(service_pb2.GetJobRequest(job_id=job.job_id))
+    final = client.get_job(job.job_id)
     assert final.state == job_pb2.JOB_STATE_SUCCEEDED and final.step == 6
     assert final.device == "cpu" and len(final.worker_nodes) == 2
     assert np.isfinite(final.metrics.meta_loss) and final.metrics.inner_steps_per_second > 0
 
     checkpoint = _last_checkpoint(client, job.job_id)
-    data, digest = _fetch(client, checkpoint.checkpoint_id)
-    assert len(data) == checkpoint.size_bytes
-    assert hashlib.sha256(data).hexdigest() == digest == checkpoint.sha256
-    tail, _ = _fetch(client, checkpoint.checkpoint_id, offset=100)
-    assert tail == data[100:]
-
     path = tmp_path / "star.safetensors"
-    path.write_bytes(data)
+    fetched = client.fetch(checkpoint.checkpoint_id, path)
+    data = path.read_bytes()
+    assert len(data) == fetched.size_bytes == checkpoint.size_bytes
+    assert hashlib.sha256(data).hexdigest() == fetched.sha256 == checkpoint.sha256
+    # A download resumed from byte 100: the server sends the rest only, so a wrong first 100
+    # bytes fail the sha256 check (and leave nothing), the right ones give the file.
+    resumed = tmp_path / "resumed.safetensors"
+    part_path(resumed).write_bytes(bytes(100))
+    with pytest.raises(StarError) as err:
+        client.fetch(checkpoint.checkpoint_id, resumed)
+    assert err.value.code == "DATA_LOSS" and not part_path(resumed).exists()
+    part_path(resumed).write_bytes(data[:100])
+    assert client.fetch(checkpoint.checkpoint_id, resumed).path.read_bytes() == data
+
     tx = star_core.load_optimizer(path)
     target = jnp.arange(4.0)
     params = {"w": jnp.zeros(4)}
@@ -114,9 +105,9 @@ def test_submit_watch_succeed_fetch_and_train_with_the_checkpoint(client, finish
 
 def test_a_one_worker_job_equals_star_train_of_the_same_config(client, tmp_path):
     spec = tiny_spec(num_workers=1, outer_steps=4, checkpoint_interval=4, seed=3)
-    job = _submit(client, spec)
-    assert _events(client, job.job_id)[-1].state_change.to_state == job_pb2.JOB_STATE_SUCCEEDED
-    data, _ = _fetch(client, _last_checkpoint(client, job.job_id).checkpoint_id)
+    job = client.submit(spec)
+    assert events(client, job.job_id)[-1].state_change.to_state == job_pb2.JOB_STATE_SUCCEEDED
+    data = _fetch(client, _last_checkpoint(client, job.job_id).checkpoint_id, tmp_path)
 
     config = convert.spec_from_proto(spec).config
     local = meta_train(config, tmp_path / "run")
@@ -133,47 +124,47 @@ def test_a_one_worker_job_equals_star_train_of_the_same_config(client, tmp_path)
 
 def test_idempotent_submit_and_already_exists(client, finished_job):
     job, _ = finished_job
-    again = _submit(client, tiny_spec(), request_id="finished-job")
+    again = client.submit(tiny_spec(), request_id="finished-job")
     assert again.job_id == job.job_id
-    with pytest.raises(grpc.RpcError) as err:
-        _submit(client, tiny_spec(outer_steps=7), request_id="finished-job")
-    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    with pytest.raises(StarError) as err:
+        client.submit(tiny_spec(outer_steps=7), request_id="finished-job")
+    assert err.value.code == "ALREADY_EXISTS"
 
 
 def test_a_killed_worker_restarts_and_the_job_completes(ray_session, client):
-    job = _submit(client, tiny_spec(outer_steps=40, checkpoint_interval=20))
+    job = client.submit(tiny_spec(outer_steps=40, checkpoint_interval=20))
     seq = wait_for_step(client, job.job_id, 2)
     worker = ray_session.get_actor(f"star-{job.job_id}-worker-0", namespace="star")
     ray_session.kill(worker, no_restart=False)
-    rest = list(watch(client, job.job_id, after_seq=seq))
+    rest = events(client, job.job_id, after_seq=seq)
     assert rest[-1].state_change.to_state == job_pb2.JOB_STATE_SUCCEEDED
     steps = [e.metrics.step for e in rest if e.WhichOneof("event") == "metrics"]
     assert steps == sorted(steps) and steps[-1] == 40
     logs = [e.log.message for e in rest if e.WhichOneof("event") == "log"]
     assert any("worker 0 failed and is restarting" in m for m in logs), logs
-    final = client.GetJob(service_pb2.GetJobRequest(job_id=job.job_id))
+    final = client.get_job(job.job_id)
     assert final.metrics.worker_restarts >= 1
 
 
 def test_cancel_checkpoints_first_and_a_second_cancel_is_a_no_op(client):
-    job = _submit(client, tiny_spec(outer_steps=100_000, checkpoint_interval=100_000))
+    job = client.submit(tiny_spec(outer_steps=100_000, checkpoint_interval=100_000))
     seq = wait_for_step(client, job.job_id, 2)
-    cancelling = client.CancelJob(service_pb2.CancelJobRequest(job_id=job.job_id))
+    cancelling = client.cancel(job.job_id)
     assert cancelling.state in (job_pb2.JOB_STATE_CANCELLING, job_pb2.JOB_STATE_CANCELLED)
-    rest = list(watch(client, job.job_id, after_seq=seq))
+    rest = events(client, job.job_id, after_seq=seq)
     assert rest[-1].state_change.to_state == job_pb2.JOB_STATE_CANCELLED
-    final = client.GetJob(service_pb2.GetJobRequest(job_id=job.job_id))
+    final = client.get_job(job.job_id)
     assert _last_checkpoint(client, job.job_id).step == final.step >= 2
-    again = client.CancelJob(service_pb2.CancelJobRequest(job_id=job.job_id))
+    again = client.cancel(job.job_id)
     assert again.state == job_pb2.JOB_STATE_CANCELLED
 
 
 def test_a_stream_resumed_after_the_end_gets_the_terminal_event(client, finished_job):
-    job, events = finished_job
-    resumed = list(watch(client, job.job_id, after_seq=events[-1].seq))
-    assert [e.seq for e in resumed] == [events[-1].seq]
-    tail = list(watch(client, job.job_id, after_seq=events[-3].seq))
-    assert [e.seq for e in tail] == [e.seq for e in events[-2:]]
+    job, seen = finished_job
+    resumed = events(client, job.job_id, after_seq=seen[-1].seq)
+    assert [e.seq for e in resumed] == [seen[-1].seq]
+    tail = events(client, job.job_id, after_seq=seen[-3].seq)
+    assert [e.seq for e in tail] == [e.seq for e in seen[-2:]]
 
 
 def _scrape(port: int, job_id: str, wanted: tuple[str, ...]) -> set[str]:
@@ -186,7 +177,7 @@ def _scrape(port: int, job_id: str, wanted: tuple[str, ...]) -> set[str]:
 
 
 def test_custom_metrics_reach_rays_metrics_endpoint_tagged_by_job(ray_session, client):
-    job = _submit(client, tiny_spec(outer_steps=100_000, checkpoint_interval=100_000))
+    job = client.submit(tiny_spec(outer_steps=100_000, checkpoint_interval=100_000))
     wait_for_step(client, job.job_id, 3)
     port = ray_session._private.worker.global_worker.node.metrics_export_port
     wanted = tuple(prometheus_name(m) for m in METRICS if m.kind == "gauge")
@@ -194,6 +185,6 @@ def test_custom_metrics_reach_rays_metrics_endpoint_tagged_by_job(ray_session, c
     while time.monotonic() < deadline and found != set(wanted):
         found |= _scrape(port, job.job_id, wanted)
         time.sleep(1)
-    client.CancelJob(service_pb2.CancelJobRequest(job_id=job.job_id))
-    list(watch(client, job.job_id))
+    client.cancel(job.job_id)
+    events(client, job.job_id)
     assert found == set(wanted)

@@ -17,12 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import psutil
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.generated.star.v1 import job_pb2, service_pb2, service_pb2_grpc
+from services.client import StarClient, StarError
+from services.generated.star.v1 import job_pb2
 from tests.cluster.local_cluster import session_processes
 from tests.services.service_fixtures import tiny_spec
 
@@ -30,6 +29,8 @@ pytestmark = pytest.mark.slow
 
 STARTUP_TIMEOUT_S = 180.0
 STEP_TIMEOUT_S = 300.0
+# Seconds each health check waits for the server to listen.
+HEALTH_WAIT_S = 2.0
 # Seconds the killed group's processes get to disappear.
 REAP_TIMEOUT_S = 30.0
 
@@ -67,17 +68,12 @@ class ServeProcess:
 
     def wait_serving(self) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+        with StarClient(f"127.0.0.1:{self.port}") as client:
             while time.monotonic() < deadline:
                 assert self.process.poll() is None, "star serve exited"
-                try:
-                    status = health.Check(health_pb2.HealthCheckRequest(), timeout=2).status
-                    if status == health_pb2.HealthCheckResponse.SERVING:
+                with contextlib.suppress(StarError):
+                    if client.health(HEALTH_WAIT_S, wait_for_ready=True) == "SERVING":
                         return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.5)
         raise AssertionError("star serve did not start serving")
 
     def terminate(self) -> int:
@@ -102,10 +98,10 @@ class ServeProcess:
         return left
 
 
-def _events_until(client, job_id: str, after_seq: int, until) -> list[job_pb2.JobEvent]:
+def _events_until(client: StarClient, job_id: str, until) -> list[job_pb2.JobEvent]:
+    """The job's events up to the first for which ``until`` is true, or to its terminal one."""
     events = []
-    request = service_pb2.WatchJobRequest(job_id=job_id, after_seq=after_seq)
-    for event in client.WatchJob(request, timeout=STEP_TIMEOUT_S):
+    for event in client.watch(job_id, timeout=STEP_TIMEOUT_S):
         events.append(event)
         if until(event):
             break
@@ -118,46 +114,35 @@ def test_sigkill_of_the_service_tree_then_restart_resumes_the_job(tmp_path):
     second = None
     try:
         first.wait_serving()
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            client = service_pb2_grpc.MetaTrainingStub(channel)
+        with StarClient(f"127.0.0.1:{port}") as client:
             # Every checkpoint kept (retention would prune the early ones after the restart):
             # the test checks that none is lost or corrupted by the kill.
             spec = tiny_spec(outer_steps=60, checkpoint_interval=5, keep_checkpoints=20)
-            job = client.SubmitJob(service_pb2.SubmitJobRequest(spec=spec, request_id="kill-me"))
+            job = client.submit(spec, request_id="kill-me")
             _events_until(
                 client,
                 job.job_id,
-                0,
                 lambda e: e.WhichOneof("event") == "metrics" and e.metrics.step >= 12,
             )
-            before = client.ListCheckpoints(
-                service_pb2.ListCheckpointsRequest(job_id=job.job_id)
-            ).checkpoints
+            before = client.checkpoints(job.job_id)
         assert max(c.step for c in before) >= 10
         left = first.kill()
         assert left == [], [p.cmdline() for p in left]
 
         second = ServeProcess(data_dir, port, tmp_path / "serve.log")
         second.wait_serving()
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            client = service_pb2_grpc.MetaTrainingStub(channel)
-            resumed = client.GetJob(service_pb2.GetJobRequest(job_id=job.job_id))
+        with StarClient(f"127.0.0.1:{port}") as client:
+            resumed = client.get_job(job.job_id)
             latest = max(c.step for c in before)
             assert resumed.step >= latest
-            events = _events_until(client, job.job_id, 0, lambda e: False)
-            after = client.ListCheckpoints(
-                service_pb2.ListCheckpointsRequest(job_id=job.job_id)
-            ).checkpoints
+            events = _events_until(client, job.job_id, lambda e: False)
+            after = client.checkpoints(job.job_id)
             kept = {c.checkpoint_id: c for c in after}
             for checkpoint in before:  # nothing lost or corrupt
                 assert kept[checkpoint.checkpoint_id] == checkpoint
-                data = b"".join(
-                    c.data
-                    for c in client.FetchCheckpoint(
-                        service_pb2.FetchCheckpointRequest(checkpoint_id=checkpoint.checkpoint_id)
-                    )
-                )
-                assert hashlib.sha256(data).hexdigest() == checkpoint.sha256
+                fetched = client.fetch(checkpoint.checkpoint_id, tmp_path)  # sha256-checked
+                data = fetched.path.read_bytes()
+                assert hashlib.sha256(data).hexdigest() == fetched.sha256 == checkpoint.sha256
         assert second.terminate() == 0  # a clean stop
     finally:
         first.kill()
