@@ -15,6 +15,8 @@ Rules:
   second (``timeout=0``) for every other call finished by then, each ``get`` on its own, so one
   lost worker never hides the others' results. Finished calls beyond what the step needs wait
   in a backlog for the next step.
+- **Workers that cannot start.** A worker whose constructor raised (its task's data is not
+  prepared, say) fails the job at once with that error: every restart would raise it again.
 - **Lost workers.** A call that fails with a lost actor (Ray restarts the actor up to
   ``max_restarts`` times, re-running its constructor) is counted as a restart and asked again;
   the worker is not waited for until it answers. After ``max_restarts`` failures it is lost for
@@ -45,6 +47,11 @@ PLACEMENT_TIMEOUT_S = 600.0
 
 class WorkerLost(Exception):
     """A worker's call failed because its actor died (it may be restarting)."""
+
+
+class WorkerCannotStart(RuntimeError):
+    """A worker's constructor raised (e.g. its task's data is not prepared): every restart
+    would raise the same, so the job fails at once with that error."""
 
 
 class Backend(Protocol):
@@ -78,6 +85,8 @@ class RayBackend:
         try:
             return self.ray.get(ref)
         except self.ray.exceptions.RayActorError as err:
+            if err.actor_init_failed:
+                raise WorkerCannotStart(_last_line(str(err))) from err
             raise WorkerLost(type(err).__name__) from err
 
     def kill(self, actor: Any) -> None:
@@ -219,6 +228,8 @@ class WorkerPool:
             step, grad, record = self.backend.get(ref)
         except WorkerLost as err:
             return self._on_lost(index, err)
+        except WorkerCannotStart as err:
+            raise WorkerCannotStart(f"worker {index} could not start: {err}") from err
         self.lost.discard(index)
         self.answered[index] = step
         if step < self.step:  # it worked on an older theta: give it the current one now
@@ -242,3 +253,9 @@ class WorkerPool:
                 self.backend.kill(actor)
             except Exception as err:  # already gone
                 logger.debug("killing a worker: %s", err)
+
+
+def _last_line(text: str) -> str:
+    """The last line of a traceback: the exception raised and its message."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else text

@@ -154,7 +154,8 @@ def test_a_fresh_service_on_the_same_data_dir_resumes_the_jobs_of_a_dead_one(clu
     try:
         first.start()
         job = first.client.submit(
-            tiny_spec(outer_steps=steps, num_workers=1, checkpoint_interval=5),
+            # Every checkpoint kept: the test checks the whole list after the restart.
+            tiny_spec(outer_steps=steps, num_workers=1, checkpoint_interval=5, keep_checkpoints=20),
             request_id="survives-restart",
         )
         seen = list(

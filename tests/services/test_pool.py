@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from services.cluster.pool import WorkerLost, WorkerPool
+from services.cluster.pool import WorkerCannotStart, WorkerLost, WorkerPool
 
 SLICE_S = 1.0
 STRAGGLER_S = 5.0
@@ -49,6 +49,8 @@ class StandInRay:
         kind, value = ref.result
         if kind == "lost":
             raise WorkerLost("RayActorError")
+        if kind == "broken":
+            raise WorkerCannotStart(value)
         return value
 
     def kill(self, actor):
@@ -70,6 +72,11 @@ class StandInRay:
     def lose(self, worker: int) -> None:
         call = self.pending(worker)
         call.result = ("lost", None)
+        self.finished.append(call)
+
+    def fail_to_start(self, worker: int, message: str) -> None:
+        call = self.pending(worker)
+        call.result = ("broken", message)
         self.finished.append(call)
 
 
@@ -210,3 +217,12 @@ def test_shutdown_kills_every_worker():
     pool, ray = make_pool(3)
     pool.shutdown()
     assert ray.killed == [0, 1, 2]
+
+
+def test_a_worker_that_cannot_start_fails_the_gathering_with_its_error():
+    pool, ray = make_pool(2)
+    pool.publish("theta0", 0)
+    ray.finish(0)
+    ray.fail_to_start(1, "FileNotFoundError: dataset 'cifar10' is not prepared")
+    with pytest.raises(WorkerCannotStart, match="worker 1 could not start: FileNotFoundError"):
+        pool.gather(2, 1, threading.Event())

@@ -5,7 +5,9 @@
 - the final evaluation raises: the job ends FAILED with the reason (never RUNNING for ever);
 - a cancel during the final evaluation stops it: CANCELLED;
 - Ray's control plane (the GCS process) stalled while a job is being started: the API still
-  answers.
+  answers;
+- a full disk fails the job and keeps its earlier checkpoints; retention keeps the latest ones;
+- a job whose data is not prepared fails at once, its error naming the command that prepares it.
 """
 
 from __future__ import annotations
@@ -167,3 +169,19 @@ def test_a_job_keeps_its_latest_checkpoints_and_deletes_the_older_files(running_
     assert [c.step for c in client.checkpoints(job.job_id)] == [5, 6, 7]
     folder = running_service.service.manager.checkpoints.root / job.job_id
     assert len(list(folder.iterdir())) == 3
+
+
+def test_a_job_whose_data_is_not_prepared_fails_at_once_naming_the_fix(client):
+    # This test session's data directory is empty: fmnist_mlp's data is not prepared.
+    spec = tiny_spec(outer_steps=5)
+    del spec.tasks[:]
+    spec.tasks.append("fmnist_mlp")
+    job = client.submit(spec)
+    events = watch_all(client, job.job_id)
+    assert _state(events[-1]) == job_pb2.JOB_STATE_FAILED
+    error = events[-1].job.error
+    assert "could not start" in error and "star data prepare fashion_mnist" in error, error
+    restarts = [
+        e for e in events if e.WhichOneof("event") == "log" and "restarting" in e.log.message
+    ]
+    assert restarts == []  # not retried: every restart would fail the same way

@@ -115,7 +115,9 @@ def test_sigkill_of_the_service_tree_then_restart_resumes_the_job(tmp_path):
     try:
         first.wait_serving()
         with StarClient(f"127.0.0.1:{port}") as client:
-            spec = tiny_spec(outer_steps=60, checkpoint_interval=5)
+            # Every checkpoint kept (retention would prune the early ones after the restart):
+            # the test checks that none is lost or corrupted by the kill.
+            spec = tiny_spec(outer_steps=60, checkpoint_interval=5, keep_checkpoints=20)
             job = client.submit(spec, request_id="kill-me")
             _events_until(
                 client,
