@@ -3,7 +3,8 @@
 # 1. a throwaway venv that stands in for the GPU image: Python 3.12 with only jax, jaxlib,
 #    optax, safetensors, scikit-learn, grpcio, protobuf, numpy (and pytest, which the image
 #    has) at the versions of constraints.txt; no Ray, no tensorflow-datasets;
-# 2. the bundle (.offline/, built if missing) and a copy of the tracked files (git ls-files) in a
+# 2. the bundle (.offline/, built if missing) and a copy of the files that the device tool sends
+#    (tracked, and untracked but not ignored: git ls-files --cached --others --exclude-standard) in a
 #    temporary folder, as the device receives them;
 # 3. run_device.sh there with the CPU platform and the small size, inside a network namespace
 #    with loopback only (unshare -n), so that nothing can be fetched.
@@ -27,7 +28,7 @@ if [[ ! -f $repo/.offline/requirements.txt ]]; then
   "$work/image/bin/python" "$repo/benchmarks/gpu/build_bundle.py"
 fi
 mkdir -p "$work/tree"
-(cd "$repo" && git ls-files -z | xargs -0 cp --parents -t "$work/tree" && cp -r .offline "$work/tree/")
+(cd "$repo" && git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$work/tree" && cp -r .offline "$work/tree/")
 du -sh "$work/tree"
 
 rm -rf "$out"

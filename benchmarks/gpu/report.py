@@ -79,9 +79,13 @@ def _service(part: dict) -> list[str]:
             f"| {_fmt(r.get('startup_s'), 1)} | {r['device'] or '-'} | {platforms} | {notes} |"
         )
     devices = {r["device"] for r in part["rows"]}
-    expected = part["expected_device"]
-    verdict = "ok" if devices == {expected} else "WRONG"
-    lines.append(f"\nJob.device of every job: {sorted(devices)} (expected {expected!r}: {verdict})")
+    platforms = {p for r in part["rows"] for p in r.get("worker_platforms", {}).values()}
+    for what, seen, expected in (
+        ("Job.device of every job", devices, part["expected_device"]),
+        ("JAX platform of every worker", platforms, part["expected_worker_platform"]),
+    ):
+        verdict = "ok" if seen == {expected} else "WRONG"
+        lines.append(f"\n{what}: {sorted(seen)} (expected {expected!r}: {verdict})")
     return lines
 
 

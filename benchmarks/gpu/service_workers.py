@@ -168,7 +168,11 @@ def measure_service(
 
     gpus = count_gpus() if platform == "gpu" else (logical_gpus or 0)
     expected = "gpu" if platform == "gpu" or gpus else "cpu"
-    figures: dict = {"expected_device": expected, "rows": []}
+    figures: dict = {
+        "expected_device": expected,
+        "expected_worker_platform": "gpu" if platform == "gpu" else "cpu",  # JAX's name
+        "rows": [],
+    }
     with tempfile.TemporaryDirectory(prefix="star-gpu-service-") as root:
         # Compiled XLA programs shared by the jobs' workers (set before Ray starts, so that
         # the workers inherit it): later jobs start faster; only start-up is affected.
