@@ -55,7 +55,7 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 from sizes import GOALS, SIZES, Size  # noqa: E402  (this folder)
 
 # Share of the remaining budget that each part gets when it starts, in run order.
-PART_SHARES = {"optimizer_step": 1, "meta_train": 2, "service": 4, "tests": 3}
+PART_SHARES = {"optimizer_step": 2, "meta_train": 3, "service": 4, "tests": 3}
 # Seconds a part's process is given after its share to write its figures and stop its
 # children (Ray, the service) before it is killed.
 GRACE_S = 20
