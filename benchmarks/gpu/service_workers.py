@@ -1,17 +1,17 @@
 """The service with GPU workers: inner steps/s of PES jobs with 1, 2, 4 and 8 workers.
 
-One local Ray instance (``ray.init``: no dashboard, the machine's CPUs but at least one per
-worker, its GPUs counted by ``nvidia-smi`` on the GPU platform, none on the CPU one unless
-``logical_gpus`` says otherwise) and one
-service in this process (``services.app.BackgroundService``, which uses that Ray instance),
-both stopped in ``finally``. For each worker count, one PES job of STAR on ``nqm`` (no dataset
-needed) goes through the gRPC API with ``gpus_per_worker`` unset, so the service decides the
-placement: on a machine with one GPU, N workers each ask Ray for 1/N of it. The job runs until
-``discard`` outer steps are done (actor start-up, JIT compile), then for ``window_s`` seconds
-more (and at least ``min_steps`` outer steps when its time allows), and is cancelled. The rate
-is the inner steps of the measured outer steps over the wall time between their METRICS events
-(``service_scaling.steady``). Also recorded: ``Job.device`` while the job runs, and the JAX
-platform each worker reported (the job's "workers: ..." log line).
+One local Ray instance (``ray.init`` as the service's embedded default does it, but without a
+dashboard: learner slots, the machine's CPUs but at least one per worker, its GPUs counted by
+``nvidia-smi`` on the GPU platform, none on the CPU one unless ``logical_gpus`` says otherwise)
+and one service in this process (``services.app.BackgroundService``, which uses that Ray
+instance), both stopped in ``finally``. For each worker count, one PES job of STAR on ``nqm``
+(no dataset needed) goes through the gRPC API with ``gpus_per_worker`` unset, so the service
+decides the placement: on a machine with one GPU, N workers each ask Ray for 1/N of it. The job
+runs until ``discard`` outer steps are done (actor start-up, JIT compile), then for ``window_s``
+seconds more (and at least ``min_steps`` outer steps when its time allows), and is cancelled.
+The rate is the inner steps of the measured outer steps over the wall time between their METRICS
+events (``service_scaling.steady``). Also recorded: ``Job.device`` while the job runs, and the
+JAX platform each worker reported (the job's "workers: ..." log line).
 
 Each job gets an equal share of the time left for the part, so a slow start-up of one job
 leaves the later ones their time, and the figures are recorded after every job.
@@ -34,8 +34,9 @@ CANCEL_S = 15.0
 STOP_S = 10.0
 # Object store of the local Ray instance: the service moves theta and small estimates only.
 OBJECT_STORE_BYTES = 1 << 30
-# The job's log line that names each worker's host and JAX platform (services/cluster/runner).
-WORKERS_LINE = re.compile(r"(\w+)@[^,(]*\((\w+)\)")
+# The job's log line that names each worker's host and JAX platform, e.g.
+# "workers: 0@host(gpu), 1@host(cpu, cores 3)" (services/cluster/placement.describe).
+WORKERS_LINE = re.compile(r"(\w+)@[^,(]*\((\w+)")
 
 
 def count_gpus() -> int | None:
@@ -166,6 +167,8 @@ def measure_service(
     the CPU, to exercise the service's GPU placement on a machine without one."""
     import ray
 
+    from services.cluster import runtime
+
     gpus = count_gpus() if platform == "gpu" else (logical_gpus or 0)
     expected = "gpu" if platform == "gpu" or gpus else "cpu"
     figures: dict = {
@@ -182,6 +185,8 @@ def measure_service(
             num_cpus=max(os.cpu_count() or 1, max(size.workers) + 1),
             num_gpus=gpus,
             include_dashboard=False,
+            # Learner slots, as the service's own local Ray instance offers them.
+            resources={runtime.LEARNER_RESOURCE: runtime.LOCAL_LEARNER_SLOTS},
             object_store_memory=OBJECT_STORE_BYTES,
             namespace="star",
             logging_level="WARNING",
