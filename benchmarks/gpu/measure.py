@@ -14,8 +14,9 @@ and each frees its device memory when it ends), in this order:
    and 8 workers sharing the machine's GPU (``gpus_per_worker`` unset: the service shares GPUs
    with fractional requests), inner steps/s at steady state from WatchJob's METRICS events, and
    ``Job.device`` (see ``service_workers.py``). Goal: 8 workers >= 4x one worker.
-4. ``tests``: the core's tests (``tests/optimizers``, ``estimators``, ``features``,
-   ``training``) with the chosen platform as JAX's; a test that needs tensorflow-datasets (not
+4. ``tests``: the core's tests (``tests/optimizers``, ``features``, ``estimators``,
+   ``training``, in that order) with the chosen platform as JAX's, in parallel processes where
+   pytest-xdist is installed (the GPU image has it); a test that needs tensorflow-datasets (not
    on the GPU machine) is counted apart from real failures.
 
 The parts share the budget (``--budget`` seconds): each gets a fixed share of what is left when
@@ -55,7 +56,7 @@ sys.path[:0] = [str(REPO), str(REPO / "benchmarks")]
 from sizes import GOALS, SIZES, Size  # noqa: E402  (this folder)
 
 # Share of the remaining budget that each part gets when it starts, in run order.
-PART_SHARES = {"optimizer_step": 2, "meta_train": 3, "service": 4, "tests": 3}
+PART_SHARES = {"optimizer_step": 2, "meta_train": 3, "service": 5, "tests": 3}
 # Seconds a part's process is given after its share to write its figures and stop its
 # children (Ray, the service) before it is killed.
 GRACE_S = 20

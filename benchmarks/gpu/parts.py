@@ -6,6 +6,7 @@ whenever it has new figures, so that a part cut at its deadline still reports th
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -19,8 +20,13 @@ REPO = Path(__file__).resolve().parents[2]
 # Seconds kept back from a part's deadline to write its figures.
 MARGIN_S = 5
 # pytest's verbose line of one test's outcome, and the short summary line of a failure.
-OUTCOME = re.compile(r"^(tests/\S+::\S+) (PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\b")
+STATUS = "(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)"
+OUTCOME = re.compile(rf"^(tests/\S+::\S+) {STATUS}\b")
+OUTCOME_XDIST = re.compile(rf"^\[gw\d+\] \[\s*\d+%\] {STATUS} (tests/\S+::\S+)")  # pytest-xdist -v
 FAILURE = re.compile(r"^(FAILED|ERROR) (tests/\S+::\S+)(?: - (.*))?$")
+# pytest-xdist processes at most, when the plugin is there (the GPU image has it): the tests
+# are bound by XLA compiles on the host's cores, and share the GPU (no preallocation).
+MAX_TEST_PROCESSES = 8
 # A failure whose message names this module needs a dataset library the GPU image lacks.
 MISSING_DATASETS = "tensorflow_datasets"
 
@@ -73,7 +79,7 @@ def tests(size, deadline: float, record, out: Path) -> None:
     """pytest over ``size.tests`` (log: ``out/pytest.log``), outcomes counted as they come."""
     log_path = out / "pytest.log"
     command = [sys.executable, "-m", "pytest", "-v", "-rfE", "-p", "no:cacheprovider"]
-    command += ["--timeout", "300", *size.tests]
+    command += ["--timeout", "300", *test_processes(), *size.tests]
     # COLUMNS: pytest cuts the failure summary lines at the terminal's width (80 in a pipe).
     env = dict(os.environ, TFDS_DATA_DIR=os.path.join(os.environ["HOME"], "tfds"), COLUMNS="400")
     figures = {"devices": jax_devices(), "paths": list(size.tests), "command": " ".join(command)}
@@ -91,6 +97,15 @@ def tests(size, deadline: float, record, out: Path) -> None:
     record(figures)
 
 
+def test_processes() -> list[str]:
+    """pytest-xdist's ``-n`` for half the cores (at most MAX_TEST_PROCESSES), when it is
+    installed and that makes at least two; else nothing (one process)."""
+    processes = min(MAX_TEST_PROCESSES, (os.cpu_count() or 1) // 2)
+    if processes < 2 or importlib.util.find_spec("xdist") is None:
+        return []
+    return ["-n", str(processes)]
+
+
 def count_outcomes(log: str) -> dict:
     """Outcome counts of a ``pytest -v -rfE`` log, failures split by cause."""
     outcomes = {}
@@ -98,6 +113,9 @@ def count_outcomes(log: str) -> dict:
         match = OUTCOME.match(line)
         if match:
             outcomes[match.group(1)] = match.group(2)
+        match = OUTCOME_XDIST.match(line)
+        if match:
+            outcomes[match.group(2)] = match.group(1)
     reasons = {m.group(2): m.group(3) or "" for m in map(FAILURE.match, log.splitlines()) if m}
     failed = [t for t, o in outcomes.items() if o in ("FAILED", "ERROR")]
     failed += [t for t in reasons if t not in outcomes]  # errors at collection or teardown

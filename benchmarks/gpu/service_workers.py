@@ -29,7 +29,7 @@ from pathlib import Path
 # Outer steps of a job: more than any window needs (the job is cancelled once measured).
 JOB_OUTER_STEPS = 100_000
 # Seconds kept back from a job's share for its cancel (the learner checkpoints and stops).
-CANCEL_S = 15.0
+CANCEL_S = 10.0
 # Seconds of the part kept at its end for stopping the service and Ray.
 STOP_S = 10.0
 # Object store of the local Ray instance: the service moves theta and small estimates only.

@@ -26,7 +26,9 @@ class Size:
     tests: tuple[str, ...]  # tests: pytest paths
 
 
-CORE_TESTS = ("tests/optimizers", "tests/estimators", "tests/features", "tests/training")
+# The core's tests, those closest to the GPU's numerics first (a run cut at its time share
+# has counted them).
+CORE_TESTS = ("tests/optimizers", "tests/features", "tests/estimators", "tests/training")
 
 SIZES = {
     "full": Size(
