@@ -5,13 +5,14 @@ dashboard: learner slots, the machine's CPUs but at least one per worker, its GP
 ``nvidia-smi`` on the GPU platform, none on the CPU one unless ``logical_gpus`` says otherwise)
 and one service in this process (``services.app.BackgroundService``, which uses that Ray
 instance), both stopped in ``finally``. For each worker count, one PES job of STAR on ``nqm``
-(no dataset needed) goes through the gRPC API with ``gpus_per_worker`` unset, so the service
-decides the placement: on a machine with one GPU, N workers each ask Ray for 1/N of it. The job
-runs until ``discard`` outer steps are done (actor start-up, JIT compile), then for ``window_s``
-seconds more (and at least ``min_steps`` outer steps when its time allows), and is cancelled.
-The rate is the inner steps of the measured outer steps over the wall time between their METRICS
-events (``service_scaling.steady``). Also recorded: ``Job.device`` while the job runs, and the
-JAX platform each worker reported (the job's "workers: ..." log line).
+(no dataset needed) goes through the gRPC API (``services.client.StarClient``) with
+``gpus_per_worker`` unset, so the service decides the placement: on a machine with one GPU, N
+workers each ask Ray for 1/N of it. The job runs until ``discard`` outer steps are done (actor
+start-up, JIT compile), then for ``window_s`` seconds more (and at least ``min_steps`` outer
+steps when its time allows), and is cancelled. The rate is the inner steps of the measured outer
+steps over the wall time between their METRICS events (``service_scaling.steady``). Also
+recorded: ``Job.device`` while the job runs, and the JAX platform each worker reported (the
+job's "workers: ..." log line).
 
 Each job gets an equal share of the time left for the part, so a slow start-up of one job
 leaves the later ones their time, and the figures are recorded after every job.
@@ -68,19 +69,17 @@ def job_spec(size, num_workers: int):
     return spec
 
 
-def follow(stub, job_id: str, size, measure_end: float) -> dict:
+def follow(client, job_id: str, size, measure_end: float) -> dict:
     """Follow ``job_id``'s events until its steady window is measured or ``measure_end``;
     the outer steps' arrival times and inner steps, the device, the workers' platforms."""
-    import grpc
-
-    from services.generated.star.v1 import job_pb2, service_pb2
+    from services.client import StarError
+    from services.generated.star.v1 import job_pb2
 
     seen: dict = {"times": [], "inner": [], "rates": [], "device": "", "workers": {}, "seq": 0}
     window_end = None
-    request = service_pb2.WatchJobRequest(job_id=job_id)
-    stream = stub.WatchJob(request, timeout=max(1.0, measure_end - time.time()))
+    events = client.watch(job_id, timeout=max(1.0, measure_end - time.time()))
     try:
-        for event in stream:
+        for event in events:
             seen["seq"] = event.seq
             kind = event.WhichOneof("event")
             if kind == "log" and event.log.message.startswith("workers: "):
@@ -104,42 +103,37 @@ def follow(stub, job_id: str, size, measure_end: float) -> dict:
                     window_end = time.time() + size.window_s
                 elif measured >= size.min_steps and window_end and time.time() >= window_end:
                     break
-    except grpc.RpcError as err:
-        if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+    except StarError as err:
+        if err.code != "DEADLINE_EXCEEDED":
             raise
         seen["cut"] = "the job's time share ended before its window"
     finally:
-        stream.cancel()
+        events.close()  # ends the stream
     return seen
 
 
-def cancel(stub, job_id: str, after_seq: int) -> str:
+def cancel(client, job_id: str, after_seq: int) -> str:
     """Cancel the job and wait (on its event stream) until it ends; its final state."""
-    import grpc
+    from services.client import StarError
+    from services.generated.star.v1 import job_pb2
 
-    from services.generated.star.v1 import job_pb2, service_pb2
-
-    stub.CancelJob(service_pb2.CancelJobRequest(job_id=job_id))
-    request = service_pb2.WatchJobRequest(job_id=job_id, after_seq=after_seq)
+    client.cancel(job_id)
     try:
-        for _ in stub.WatchJob(request, timeout=CANCEL_S):
+        for _ in client.watch(job_id, after_seq=after_seq, timeout=CANCEL_S):
             pass
-    except grpc.RpcError as err:
-        if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+    except StarError as err:
+        if err.code != "DEADLINE_EXCEEDED":
             raise
-    job = stub.GetJob(service_pb2.GetJobRequest(job_id=job_id))
-    return job_pb2.JobState.Name(job.state)
+    return job_pb2.JobState.Name(client.get_job(job_id).state)
 
 
-def run_job(stub, size, num_workers: int, seconds: float) -> dict:
+def run_job(client, size, num_workers: int, seconds: float) -> dict:
     """One measured job within ``seconds``; its row."""
     from service_scaling import steady
 
-    from services.generated.star.v1 import service_pb2
-
     t0 = time.perf_counter()
-    job = stub.SubmitJob(service_pb2.SubmitJobRequest(spec=job_spec(size, num_workers)))
-    seen = follow(stub, job.job_id, size, time.time() + seconds - CANCEL_S)
+    job = client.submit(job_spec(size, num_workers))
+    seen = follow(client, job.job_id, size, time.time() + seconds - CANCEL_S)
     row = {
         "workers": num_workers,
         "job_id": job.job_id,
@@ -151,7 +145,7 @@ def run_job(stub, size, num_workers: int, seconds: float) -> dict:
         if key in seen:
             row[key] = seen[key]
     if "ended" not in seen:
-        row["final_state"] = cancel(stub, job.job_id, seen["seq"])
+        row["final_state"] = cancel(client, job.job_id, seen["seq"])
     try:
         row.update(steady(seen["times"], seen["inner"], seen["rates"], size.discard, t0))
     except RuntimeError as err:  # too few outer steps in its time share
@@ -200,18 +194,17 @@ def measure_service(
 
 
 def run_jobs(size, root: Path, deadline: float, figures: dict, record) -> None:
-    from service_calls import make_stub
-
     from services.app import BackgroundService, ServiceOptions
+    from services.client import StarClient
 
     service = BackgroundService(
         ServiceOptions(data_dir=root / "service", port=0, max_running=1, run_scheduler=False)
     ).start()
-    channel, stub = make_stub(service.address)
+    client = StarClient(service.address)
     try:
         for i, num_workers in enumerate(size.workers):
             seconds = (deadline - STOP_S - time.time()) / (len(size.workers) - i)
-            figures["rows"].append(run_job(stub, size, num_workers, seconds))
+            figures["rows"].append(run_job(client, size, num_workers, seconds))
             rates = {r["workers"]: r.get("steps_per_s") for r in figures["rows"]}
             if rates.get(1):
                 figures["speedup_over_1_worker"] = {
@@ -219,5 +212,5 @@ def run_jobs(size, root: Path, deadline: float, figures: dict, record) -> None:
                 }
             record(figures)
     finally:
-        channel.close()
+        client.close()
         service.stop()
