@@ -69,11 +69,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=300, help="timed steps per optimizer")
-    args = parser.parse_args()
-
+def measure(rounds: int) -> dict:
+    """Median seconds per jitted step of each optimizer over ``rounds`` interleaved rounds,
+    its optimizer state in bytes per parameter, and the model's parameter count."""
     key_params, key_theta, key_images, key_labels = jax.random.split(jax.random.key(0), 4)
     params = init_mlp(key_params)
     images = jax.random.normal(key_images, (BATCH_SIZE, LAYER_SIZES[0]))
@@ -99,7 +97,7 @@ def main() -> None:
             "state_bytes_per_param": state_bytes / num_params,
         }
 
-    for _ in range(args.rounds):
+    for _ in range(rounds):
         for run in runs.values():
             start = time.perf_counter()
             out = run["step"](run["theta"], *run["carry"], images, labels)
@@ -107,20 +105,30 @@ def main() -> None:
             run["times"].append(time.perf_counter() - start)
             run["carry"] = out[:2]
 
+    return {
+        "num_params": num_params,
+        "median_s": {name: statistics.median(run["times"]) for name, run in runs.items()},
+        "state_bytes_per_param": {name: run["state_bytes_per_param"] for name, run in runs.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=300, help="timed steps per optimizer")
+    args = parser.parse_args()
+
+    result = measure(args.rounds)
     print(
         f"machine: nproc={os.cpu_count()} cpu={cpu_model()!r} jax={jax.__version__} "
         f"backend={jax.default_backend()}"
     )
     print(
         f"model: MLP {'-'.join(map(str, LAYER_SIZES))}, batch {BATCH_SIZE}, "
-        f"{num_params} params; {args.rounds} interleaved rounds"
+        f"{result['num_params']} params; {args.rounds} interleaved rounds"
     )
-    medians = {name: statistics.median(run["times"]) * 1e3 for name, run in runs.items()}
-    for name, run in runs.items():
-        print(
-            f"{name:>9}: median {medians[name]:.3f} ms/step, "
-            f"state {run['state_bytes_per_param']:.1f} bytes/param"
-        )
+    medians = {name: seconds * 1e3 for name, seconds in result["median_s"].items()}
+    for name, state_bytes in result["state_bytes_per_param"].items():
+        print(f"{name:>9}: median {medians[name]:.3f} ms/step, state {state_bytes:.1f} bytes/param")
     print(f"STAR/Adam     = {medians['star'] / medians['adam']:.2f}  (target <= 1.6)")
     print(f"STAR/Blackbox = {medians['star'] / medians['blackbox']:.2f}  (target <= 1.1)")
 
