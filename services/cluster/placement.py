@@ -53,7 +53,9 @@ def worker_options(distributed: DistributedConfig, gpus: float) -> tuple[dict[st
         options["resources"] = dict(distributed.worker_resources)
     if gpus > 0:
         options["num_gpus"] = gpus
-        env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+        # JAX_PLATFORMS "": JAX's own choice (the GPU), whatever the service's environment says
+        # (a service started with JAX_PLATFORMS=cpu would otherwise pass it on to GPU workers).
+        env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "JAX_PLATFORMS": ""}
         device = "gpu"
     else:
         env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": CPU_WORKER_XLA_FLAGS}
@@ -100,6 +102,14 @@ def describe(event: events.Placement, plan: Plan) -> list[tuple[str, str]]:
     )
     lines.append(("INFO", f"workers: {hosts}"))
     for worker in event.workers:
+        if worker.device != plan.device:
+            lines.append(
+                (
+                    "WARNING",
+                    f"worker {worker.worker} computes on {worker.device}, not {plan.device}"
+                    " (its node has no usable GPU for JAX)",
+                )
+            )
         if worker.device == "cpu" and not worker.cores:
             note = f": {worker.pin_note}" if worker.pin_note else ""
             lines.append(("WARNING", f"worker {worker.worker} runs unpinned{note}"))

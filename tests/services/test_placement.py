@@ -22,7 +22,8 @@ def test_a_cpu_worker_asks_for_its_cpus_and_runs_jax_on_the_cpu():
 def test_a_gpu_worker_shares_its_card_without_preallocating_it():
     options, device = placement.worker_options(DistributedConfig(worker_resources={"a": 1}), 0.25)
     assert device == "gpu" and options["num_gpus"] == 0.25 and options["resources"] == {"a": 1}
-    assert options["runtime_env"]["env_vars"] == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    env = options["runtime_env"]["env_vars"]
+    assert env == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "JAX_PLATFORMS": ""}
 
 
 @pytest.mark.parametrize(
@@ -71,7 +72,8 @@ def test_an_unpinned_worker_and_a_learner_without_a_home_are_warnings():
 
 
 def test_a_gpu_worker_without_cores_is_not_an_unpinned_warning():
-    lines = placement.describe(_placement(_worker(0, device="gpu")), _plan(True))
+    plan = placement.Plan({}, "gpu", {}, True)
+    lines = placement.describe(_placement(_worker(0, device="gpu")), plan)
     assert [level for level, _ in lines] == ["INFO", "INFO"]
 
 
@@ -107,3 +109,12 @@ def test_a_step_records_metrics_leave_the_increments_to_the_runner():
 def test_a_log_event_refuses_an_unknown_level():
     with pytest.raises(ValueError, match="level must be one of"):
         events.Log("DEBUG", "x")
+
+
+def test_a_gpu_job_whose_worker_computes_on_the_cpu_is_a_warning():
+    plan = placement.Plan({}, "gpu", {}, True)
+    lines = placement.describe(_placement(_worker(0, device="cpu")), plan)
+    assert (
+        "WARNING",
+        "worker 0 computes on cpu, not gpu (its node has no usable GPU for JAX)",
+    ) in lines
