@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any
 
-from services.cluster import events, runtime
+from services.cluster import cores, events, runtime
 from services.domain.spec import DistributedConfig
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ def worker_options(distributed: DistributedConfig, gpus: float) -> tuple[dict[st
         device = "gpu"
     else:
         env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": CPU_WORKER_XLA_FLAGS}
+        if os.environ.get(cores.CLAIM_DIR_ENV):  # the service's own core-claim directory
+            env[cores.CLAIM_DIR_ENV] = os.environ[cores.CLAIM_DIR_ENV]
         device = "cpu"
     options["runtime_env"] = {"env_vars": env}
     return options, device

@@ -1,0 +1,123 @@
+"""Core claims (``services.cluster.cores``) across real processes: disjoint, released when the
+holder dies (SIGKILL included), unpinned when too few cores are free; every thread follows."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.cluster import cores
+
+HOLDER = Path(__file__).with_name("core_holder.py")
+ALLOWED = sorted(os.sched_getaffinity(0))
+# Cores the tests hand their holders: enough to show disjoint claims, few enough for any machine.
+USED = ALLOWED[:3]
+
+
+class Holder:
+    """A core_holder.py process: its claim (JSON line) and its pid."""
+
+    def __init__(self, directory: Path, count: int, allowed: list[int], thread: bool = False):
+        args = [str(directory), str(count), ",".join(map(str, allowed))]
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HOLDER), *args, *(["--thread"] if thread else [])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        line = self.proc.stdout.readline()
+        if not line:
+            raise AssertionError(f"the holder exited with {self.proc.wait()} before claiming")
+        self.report = json.loads(line)
+        self.cores = self.report["cores"]
+
+    def allowed_list(self) -> set[int]:
+        """The process's CPU affinity as the kernel reports it (``Cpus_allowed_list``)."""
+        return cpus_allowed(Path(f"/proc/{self.proc.pid}/status"))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self.proc.stdin.close()
+        self.proc.stdout.close()
+
+
+def cpus_allowed(status: Path) -> set[int]:
+    """The cores of ``Cpus_allowed_list`` in a /proc status file (``0-2,5``)."""
+    for line in status.read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            found = set()
+            for part in line.split(":", 1)[1].strip().split(","):
+                low, _, high = part.partition("-")
+                found |= set(range(int(low), int(high or low) + 1))
+            return found
+    raise AssertionError(f"no Cpus_allowed_list in {status}")
+
+
+@pytest.fixture
+def holders(tmp_path):
+    started: list[Holder] = []
+
+    def start(count: int, allowed: list[int] = USED, thread: bool = False) -> Holder:
+        started.append(Holder(tmp_path / "claims", count, allowed, thread))
+        return started[-1]
+
+    try:
+        yield start
+    finally:
+        for holder in started:
+            holder.stop()
+
+
+def test_claims_are_disjoint_and_the_last_process_runs_unpinned(holders):
+    pinned = [holders(1) for _ in USED]
+    extra = holders(1)
+    claimed = [h.cores for h in pinned]
+    assert sorted(c for cs in claimed for c in cs) == USED  # one core each, no core twice
+    for holder in pinned:
+        assert holder.allowed_list() == set(holder.cores)
+    assert extra.cores == [] and f"0 of the {len(USED)}" in extra.report["reason"]
+    assert extra.allowed_list() == set(USED)  # left as it was
+
+
+def test_a_sigkilled_holder_frees_its_cores(holders):
+    first = holders(len(USED))
+    assert first.cores == USED
+    assert holders(1).cores == []
+    first.proc.send_signal(signal.SIGKILL)
+    first.proc.wait()
+    assert holders(len(USED)).cores == USED
+
+
+def test_fewer_free_cores_than_asked_claims_none(holders):
+    assert holders(len(USED) + 1).cores == []
+    if len(USED) < 2:
+        pytest.skip("needs 2 allowed cores")
+    one = holders(1)
+    both = holders(len(USED))  # one core is taken: it claims nothing, not the rest
+    assert both.cores == [] and both.allowed_list() == set(USED)
+    one.stop()
+    assert holders(len(USED)).cores == USED  # the partial claim was given back
+
+
+def test_every_thread_follows_the_claim(holders):
+    holder = holders(1, thread=True)
+    threads = holder.report["threads"]
+    assert len(threads) >= 2  # the main thread and the one started before the claim
+    assert all(affinity == holder.cores for affinity in threads.values())
+
+
+def test_claim_directory(monkeypatch, tmp_path):
+    monkeypatch.setenv(cores.CLAIM_DIR_ENV, str(tmp_path))
+    assert cores.claim_dir() == tmp_path
+    monkeypatch.delenv(cores.CLAIM_DIR_ENV)
+    assert cores.claim_dir().name == cores.CLAIM_DIR_NAME
+    with pytest.raises(ValueError, match="count"):
+        cores.claim_cores(0, tmp_path)
