@@ -11,7 +11,15 @@ with ``flock`` on a file descriptor that stays open for the life of the process:
 releases the lock when the process ends, however it ends (SIGKILL included), so a claim never
 outlives its worker and there is nothing to clean up. A process that finds fewer than
 ``count`` free cores among those it may use claims none and runs unpinned (the caller says so).
-Linux only (``sched_setaffinity``, ``/proc/self/task``); elsewhere every claim is unpinned.
+
+The claim directory is shared by the processes of one machine, or of one container: a container
+(a Kubernetes pod) has its own ``/dev/shm``, and its workers cannot see the claims of another
+container on the same machine. Where the container's cores are its own (a cpuset, Kubernetes'
+static CPU manager) that is right; where it gets a CPU-time quota on cores it shares (the usual
+``resources.limits.cpu``), pinning would pile the workers of several containers onto the same
+low-numbered cores. So a process whose cgroup quota is below its number of allowed cores runs
+unpinned (:func:`cpu_quota`). Linux only (``sched_setaffinity``, ``/proc``, cgroups); elsewhere
+every claim is unpinned.
 """
 
 from __future__ import annotations
@@ -39,6 +47,9 @@ SHM = Path("/dev/shm")
 CLAIM_DIR_MODE = 0o1777
 # Mode of a new lock file (its content, the holder's pid, is informational only).
 LOCK_FILE_MODE = 0o644
+# Where the cgroup file systems are mounted, and the process's cgroups (``ID:CONTROLLERS:PATH``).
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+PROC_CGROUP = Path("/proc/self/cgroup")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +92,13 @@ def claim_cores(count: int, directory: Path | None = None) -> CoreClaim:
     allowed = sorted(os.sched_getaffinity(0))
     if count > len(allowed):
         return CoreClaim((), f"{count} cores asked for, the process may run on {len(allowed)}")
+    quota = cpu_quota()
+    if quota is not None and quota < len(allowed):
+        return CoreClaim(
+            (),
+            f"its cgroup's CPU quota ({quota:g} CPUs) is below the {len(allowed)} cores it may "
+            "run on: they are shared with other containers, whose claims it cannot see",
+        )
     directory = claim_dir() if directory is None else Path(directory)
     _make_dir(directory)
     held: list[tuple[int, int]] = []  # (core, fd)
@@ -122,6 +140,40 @@ def pin_process(cores: set[int]) -> None:
             with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
                 os.sched_setaffinity(tid, cores)
         done |= threads
+
+
+def cpu_quota(proc_cgroup: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -> float | None:
+    """The CPUs' worth of time the process's cgroups allow per period: the smallest quota of its
+    CPU cgroup and of those above it (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us`` over
+    ``cpu.cfs_period_us``); None when none is set or the files cannot be read."""
+    quotas = []
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers and "cpu" not in controllers.split(","):
+            continue
+        folder = (root / controllers if controllers else root) / path.lstrip("/")
+        for level in (folder, *folder.parents):
+            quotas.append(_quota(level))
+            if level == root or root not in level.parents:
+                break
+    found = [q for q in quotas if q is not None]
+    return min(found) if found else None
+
+
+def _quota(folder: Path) -> float | None:
+    """The CPU quota set in one cgroup folder, in CPUs; None when unlimited or absent."""
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = (folder / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        quota = int((folder / "cpu.cfs_quota_us").read_text())
+        period = int((folder / "cpu.cfs_period_us").read_text())
+        return None if quota < 0 else quota / period
+    return None
 
 
 def _make_dir(directory: Path) -> None:

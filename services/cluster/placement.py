@@ -32,7 +32,10 @@ from services.domain.spec import DistributedConfig
 logger = logging.getLogger(__name__)
 
 LEARNER_RESOURCE = runtime.LEARNER_RESOURCE
-# XLA flags of a CPU worker: no multi-threaded Eigen kernels inside one XLA op.
+# XLA flags of a CPU worker: no multi-threaded Eigen kernels inside one XLA op. What bounds a
+# worker to its cores is its CPU affinity (services.cluster.cores: XLA's pool gets one thread per
+# claimed core); pinned to one core the flag changes nothing measurable, and it helps a worker
+# that runs unpinned (benchmarks/README.md, "Service scaling").
 CPU_WORKER_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false"
 
 

@@ -121,3 +121,42 @@ def test_claim_directory(monkeypatch, tmp_path):
     assert cores.claim_dir().name == cores.CLAIM_DIR_NAME
     with pytest.raises(ValueError, match="count"):
         cores.claim_cores(0, tmp_path)
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("cgroup", "files", "quota"),
+    [
+        # cgroup v2, a Kubernetes pod's limit on the pod's cgroup, none on the container's
+        (
+            "0::/kubepods/pod1/ctr\n",
+            {"kubepods/pod1/cpu.max": "200000 100000\n", "kubepods/pod1/ctr/cpu.max": "max 100000"},
+            2.0,
+        ),
+        # cgroup v1, Docker's --cpus=1.5 on the cpu,cpuacct hierarchy
+        (
+            "4:memory:/docker/a\n3:cpu,cpuacct:/docker/a\n",
+            {
+                "cpu,cpuacct/docker/a/cpu.cfs_quota_us": "150000",
+                "cpu,cpuacct/docker/a/cpu.cfs_period_us": "100000",
+            },
+            1.5,
+        ),
+        (
+            "3:cpu,cpuacct:/\n",
+            {"cpu,cpuacct/cpu.cfs_quota_us": "-1", "cpu,cpuacct/cpu.cfs_period_us": "100000"},
+            None,
+        ),
+        ("0::/\n", {}, None),  # no quota files at all
+    ],
+)
+def test_cpu_quota_of_the_cgroup_and_those_above(tmp_path, cgroup, files, quota):
+    root = tmp_path / "cgroup"
+    write(root, files)
+    (tmp_path / "self-cgroup").write_text(cgroup)
+    assert cores.cpu_quota(tmp_path / "self-cgroup", root) == quota
