@@ -65,12 +65,6 @@ class CoreClaim:
     def pinned(self) -> bool:
         return bool(self.cores)
 
-    def describe(self) -> str:
-        """``cores 0,1`` or ``unpinned (<reason>)``, for logs and placement reports."""
-        if self.pinned:
-            return "cores " + ",".join(map(str, self.cores))
-        return f"unpinned ({self.reason})"
-
 
 def claim_dir() -> Path:
     """The node's claim directory: ``$STAR_CORE_CLAIMS_DIR``, else ``/dev/shm/star-cores``,
