@@ -3,62 +3,18 @@ holder dies (SIGKILL included), unpinned when too few cores are free; every thre
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from services.cluster import cores
+from tests.services.core_holder import Holder
 
-HOLDER = Path(__file__).with_name("core_holder.py")
 ALLOWED = sorted(os.sched_getaffinity(0))
 # Cores the tests hand their holders: enough to show disjoint claims, few enough for any machine.
 USED = ALLOWED[:3]
-
-
-class Holder:
-    """A core_holder.py process: its claim (JSON line) and its pid."""
-
-    def __init__(self, directory: Path, count: int, allowed: list[int], thread: bool = False):
-        args = [str(directory), str(count), ",".join(map(str, allowed))]
-        self.proc = subprocess.Popen(
-            [sys.executable, str(HOLDER), *args, *(["--thread"] if thread else [])],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        line = self.proc.stdout.readline()
-        if not line:
-            raise AssertionError(f"the holder exited with {self.proc.wait()} before claiming")
-        self.report = json.loads(line)
-        self.cores = self.report["cores"]
-
-    def allowed_list(self) -> set[int]:
-        """The process's CPU affinity as the kernel reports it (``Cpus_allowed_list``)."""
-        return cpus_allowed(Path(f"/proc/{self.proc.pid}/status"))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        self.proc.stdin.close()
-        self.proc.stdout.close()
-
-
-def cpus_allowed(status: Path) -> set[int]:
-    """The cores of ``Cpus_allowed_list`` in a /proc status file (``0-2,5``)."""
-    for line in status.read_text().splitlines():
-        if line.startswith("Cpus_allowed_list:"):
-            found = set()
-            for part in line.split(":", 1)[1].strip().split(","):
-                low, _, high = part.partition("-")
-                found |= set(range(int(low), int(high or low) + 1))
-            return found
-    raise AssertionError(f"no Cpus_allowed_list in {status}")
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from services.cluster.learner import worker_name
 from services.cluster.placement import worker_options
 from services.domain.spec import DistributedConfig
 from services.generated.star.v1 import job_pb2, service_pb2
+from tests.services.core_holder import Holder, cpus_allowed
 from tests.services.service_fixtures import tiny_spec, watch
-from tests.services.test_cores import Holder, cpus_allowed
 
 # Name of the threads of XLA's CPU thread pool (one per core it may use when it starts).
 XLA_POOL_THREAD = "tf_XLAEigen"
