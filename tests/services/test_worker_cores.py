@@ -17,9 +17,9 @@ from services.cluster import cores
 from services.cluster.learner import worker_name
 from services.cluster.placement import worker_options
 from services.domain.spec import DistributedConfig
-from services.generated.star.v1 import job_pb2, service_pb2
+from services.generated.star.v1 import job_pb2
 from tests.services.core_holder import Holder, cpus_allowed
-from tests.services.service_fixtures import tiny_spec, watch
+from tests.services.service_fixtures import JOB_TIMEOUT_S, tiny_spec
 
 # Name of the threads of XLA's CPU thread pool (one per core it may use when it starts).
 XLA_POOL_THREAD = "tf_XLAEigen"
@@ -47,7 +47,7 @@ def test_a_worker_asks_ray_for_cpus_per_worker():
 def run_until_step(client, job_id: str, step: int) -> list[job_pb2.LogMessage]:
     """The job's log messages until it reports ``step`` (its workers are then computing)."""
     logs = []
-    for event in watch(client, job_id):
+    for event in client.watch(job_id, timeout=JOB_TIMEOUT_S):
         kind = event.WhichOneof("event")
         if kind == "log":
             logs.append(event.log)
@@ -57,8 +57,8 @@ def run_until_step(client, job_id: str, step: int) -> list[job_pb2.LogMessage]:
 
 
 def cancel(client, job_id: str) -> None:
-    client.CancelJob(service_pb2.CancelJobRequest(job_id=job_id))
-    list(watch(client, job_id))
+    client.cancel(job_id)
+    list(client.watch(job_id, timeout=JOB_TIMEOUT_S))
 
 
 def placements(ray, job_id: str, count: int) -> list[dict]:
@@ -76,7 +76,7 @@ def thread_names_and_cores(pid: int) -> list[tuple[str, set[int]]]:
 
 def test_two_cpu_workers_hold_disjoint_cores_and_xla_follows(ray_session, client, claim_dir):
     spec = tiny_spec(outer_steps=100_000, checkpoint_interval=100_000, gpus_per_worker=0.0)
-    job = client.SubmitJob(service_pb2.SubmitJobRequest(spec=spec))
+    job = client.submit(spec)
     try:
         logs = run_until_step(client, job.job_id, 2)
         found = placements(ray_session, job.job_id, 2)
@@ -101,7 +101,7 @@ def test_a_worker_without_a_free_core_runs_unpinned_and_the_log_says_so(
 ):
     taken = Holder(claim_dir, 1, sorted(os.sched_getaffinity(0)))
     spec = tiny_spec(outer_steps=100_000, checkpoint_interval=100_000, gpus_per_worker=0.0)
-    job = client.SubmitJob(service_pb2.SubmitJobRequest(spec=spec))
+    job = client.submit(spec)
     try:
         logs = run_until_step(client, job.job_id, 1)
         found = placements(ray_session, job.job_id, 2)
