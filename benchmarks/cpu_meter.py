@@ -5,13 +5,16 @@ included) and, per thread, the seconds it was runnable but waiting for a CPU (th
 of ``/proc/<pid>/task/<tid>/schedstat``): on a machine shared with other work, CPU seconds say
 what a program cost and the waiting time says how much more it would have run with the cores
 to itself. ``CpuMeter`` groups this process and its descendants (a Ray instance it started) by
-role. ``machine_jiffies`` / ``steal_share``: the share of the machine's CPU time that a
-hypervisor gave to other virtual machines meanwhile. Linux only.
+role, and keeps each compute process's figures with its cores (``affinity``: the process's CPU
+affinity and how many of its threads may run outside it). ``machine_jiffies`` /
+``steal_share``: the share of the machine's CPU time that a hypervisor gave to other virtual
+machines meanwhile. Linux only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 
@@ -32,6 +35,16 @@ def cpu_between(first: tuple, last: tuple) -> tuple[float, float]:
     """(CPU seconds, seconds waiting for a CPU summed over the threads alive at both samples)."""
     wait = sum(last[1][tid] - first[1][tid] for tid in first[1].keys() & last[1].keys())
     return last[0] - first[0], wait
+
+
+def affinity(pid: int) -> tuple[list[int], int]:
+    """(the cores process ``pid`` may run on, how many of its threads may run on others)."""
+    cores = os.sched_getaffinity(pid)
+    outside = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError):  # the thread ended meanwhile
+            outside += not os.sched_getaffinity(int(task.name)) <= cores
+    return sorted(cores), outside
 
 
 class CpuMeter:
@@ -55,6 +68,9 @@ class CpuMeter:
                 )
         self.first = {pid: cpu_sample(pid) for pid in self.groups}
         self.last = dict(self.first)
+        self.cores = {
+            pid: affinity(pid) for pid, group in self.groups.items() if group == "compute"
+        }
 
     def read(self) -> None:
         """Take a sample (a process that ended keeps its last one)."""
@@ -63,6 +79,15 @@ class CpuMeter:
         for pid in self.first:
             with contextlib.suppress(psutil.Error, OSError):
                 self.last[pid] = cpu_sample(pid)
+
+    def compute_processes(self) -> list[dict]:
+        """Each compute process: pid, cores (its affinity at ``start``), threads outside them,
+        CPU seconds and seconds its threads waited for a CPU."""
+        found = []
+        for pid, (cores, outside) in self.cores.items():
+            run, wait = cpu_between(self.first[pid], self.last[pid])
+            found.append({"pid": pid, "cores": cores, "outside": outside, "cpu": run, "wait": wait})
+        return found
 
     def by_group(self) -> dict[str, float]:
         groups = {"compute_wait": 0.0}

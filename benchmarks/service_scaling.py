@@ -4,20 +4,25 @@ Three measurements against one Ray instance that this script starts (``ray.init`
 services on loopback (``services.app.BackgroundService``), all stopped in ``finally``:
 
 1. Throughput. The same PES job (digits_mlp, STAR, horizon 300, truncation 50, 4 pairs per
-   worker) submitted through the gRPC API with 1 and with 2 workers, next to single-process
-   ``meta_train`` of the same config (``spec_from_proto(spec).config``) in a subprocess: with
-   the environment of a service CPU worker (``CPU_WORKER_XLA_FLAGS``, ``OMP_NUM_THREADS=1``),
-   with that and the process pinned to one core (CPU affinity set before JAX starts), with
-   no flags, and two pinned processes at once on the two cores (what two one-core workers
-   could get from the machine with no service in between). Steady state only: the first
+   worker) submitted through the gRPC API with 1 and with 2 workers (each CPU worker claims a
+   core of its own and pins itself to it before JAX starts: ``services.cluster.cores``), next
+   to the same config (``spec_from_proto(spec).config``) run in one process: a plain
+   ``star train`` (the ``star`` command in a subprocess, unpinned, as a user runs it), single-
+   process ``meta_train`` in a subprocess with the environment of a service CPU worker
+   (``CPU_WORKER_XLA_FLAGS``, ``OMP_NUM_THREADS=1``, CPU affinity set to one core before JAX
+   starts), and two such pinned processes at once on the two cores (what two one-core workers
+   can get from the machine with no service in between). Steady state only: the first
    ``--discard`` outer steps (actor start-up, JIT compile) are dropped; the rate is the inner
    steps of the later steps over the wall time between the end of step ``discard`` and the
-   last step (WatchJob METRICS events as they arrive; ``meta_train``'s progress callback).
-   Also the median per-step rate the learner reports, and where the CPU went over the same
-   window (``CpuMeter``: CPU seconds of the workers or the meta_train process, the time their
-   threads waited for a CPU, CPU of the learner, of Ray's other processes and of the service
-   process). Interleaved rounds (one run of each per round), medians.
-   Targets: service 1 worker >= 0.9x meta_train with the worker's flags; 2 workers >= 1.7x 1.
+   last step (WatchJob METRICS events as they arrive; ``meta_train``'s progress callback; the
+   lines of ``star train``'s ``metrics.jsonl`` as they appear; ``one_process.py``).
+   Also the median per-step rate, and where the CPU went over the same window (``CpuMeter``:
+   CPU seconds of the workers or the single process, the time their threads were runnable but
+   waiting for a CPU, CPU of the learner, of Ray's other processes and of the service process),
+   and for each worker or single process its cores and its waiting share. Interleaved rounds
+   (one run of each per round), medians of per-round ratios.
+   Targets: 2 workers >= 1.7x 1 worker; 1 worker >= 0.95x ``meta_train`` pinned to one core;
+   2 workers >= 1.2x ``star train``.
    Then a "floor" job whose estimates cost next to nothing (nqm, 1 pair, truncation 1): the
    wall time of its outer steps is the per-step cost of the learner, Ray and the service.
 2. FetchCheckpoint: a 64 MiB file of random bytes written through the service's
@@ -40,26 +45,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import itertools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from cpu_meter import (  # (this folder, next to the script)
-    CpuMeter,
-    cpu_between,
-    cpu_sample,
-    machine_jiffies,
-    steal_share,
-)
+from cpu_meter import CpuMeter, machine_jiffies, steal_share  # (this folder, next to the script)
+from one_process import pinned_meta_train, star_train, steady
 from service_calls import measure_fetch, measure_submit
 
-REPO = Path(__file__).resolve().parent.parent
 JOB_TIMEOUT_S = 600.0  # seconds one throughput job may take, start-up included
 MAX_JOBS = 100_000  # active-job bound of the latency service (its jobs all stay PENDING)
 FLOOR_HORIZON = 10  # episode length of the near-free "floor" job (any small value)
@@ -84,104 +81,6 @@ def job_spec(args: argparse.Namespace, num_workers: int, floor: bool = False):
     spec.estimator.truncation_length = 1 if floor else args.truncation
     spec.estimator.num_pairs = 1 if floor else args.pairs
     return spec
-
-
-def steady(
-    times: list[float], inner: list[float], rates: list[float], discard: int, t0: float
-) -> dict:
-    """Steady-state figures of a run from the end time and inner steps of every outer step
-    (``t0``: when the run was started)."""
-    if len(times) <= discard + 1:
-        raise RuntimeError(f"only {len(times)} outer steps; need more than {discard + 1}")
-    seconds = times[-1] - times[discard]
-    walls = [b - a for a, b in itertools.pairwise(times[discard:])]
-    return {
-        "steps_per_s": sum(inner[discard + 1 :]) / seconds,
-        "median_step_wall": statistics.median(walls),
-        "median_step_rate": statistics.median(rates[discard + 1 :]),
-        "measured_steps": len(times) - discard - 1,
-        "seconds": seconds,
-        "inner_steps": sum(inner[discard + 1 :]),
-        "startup_s": times[discard] - t0,
-    }
-
-
-# -- single process ----------------------------------------------------------------------------
-
-
-def child_main(config_json: str) -> None:
-    """Run ``meta_train`` of the config; print every step's (time, inner steps, rate, CPU
-    seconds of the process) as JSON."""
-    from star_core.training.config import MetaTrainConfig
-    from star_core.training.loop import meta_train
-
-    config = MetaTrainConfig.from_dict(json.loads(config_json))
-    steps: list[list[float]] = []
-
-    def progress(step: int, record: dict) -> None:
-        inner = float(record["inner_steps"])
-        steps.append([time.perf_counter(), inner, inner / record["seconds"], cpu_sample()])
-
-    with tempfile.TemporaryDirectory() as out_dir:
-        meta_train(config, out_dir, progress=progress)
-    print(json.dumps(steps))
-
-
-WORKER_FLAGS, PINNED, NO_FLAGS = "worker XLA flags", "pinned to 1 core", "no flags"
-
-
-def single_process(config_json: str, mode: str, discard: int, copies: int = 1) -> dict:
-    """Steady-state figures of ``meta_train`` in a fresh subprocess. ``mode``: WORKER_FLAGS
-    (the environment of a service CPU worker: CPU_WORKER_XLA_FLAGS, and OMP_NUM_THREADS=1 as
-    Ray sets it for a 1-CPU actor), PINNED (that, and the process's CPU affinity set to one
-    core before JAX starts) or NO_FLAGS. ``copies`` processes run at once (pinned to different
-    cores): their figures are summed."""
-    from services.cluster.placement import CPU_WORKER_XLA_FLAGS
-
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
-    if mode != NO_FLAGS:
-        env.update(XLA_FLAGS=CPU_WORKER_XLA_FLAGS, OMP_NUM_THREADS="1")
-    cores = sorted(os.sched_getaffinity(0))
-    t0 = time.perf_counter()
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--child",
-                config_json,
-                *(["--pin", str(cores[i % len(cores)])] if mode == PINNED else []),
-            ],
-            env=env,
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(copies)
-    ]
-    rows = [child_result(proc, discard, t0) for proc in procs]
-    total = dict(rows[0])
-    for key in ("steps_per_s", "median_step_rate", "inner_steps"):
-        total[key] = sum(row[key] for row in rows)
-    total["seconds"] = statistics.mean(row["seconds"] for row in rows)
-    total["cpu"] = {k: sum(row["cpu"][k] for row in rows) for k in rows[0]["cpu"]}
-    return total
-
-
-def child_result(proc: subprocess.Popen, discard: int, t0: float) -> dict:
-    try:
-        out, err = proc.communicate(timeout=JOB_TIMEOUT_S)
-    finally:
-        proc.kill()  # a no-op once it has ended
-    if proc.returncode:
-        raise RuntimeError(f"meta_train subprocess failed: {err[-2000:]}")
-    times, inner, rates, cpu = zip(*json.loads(out.strip().splitlines()[-1]), strict=True)
-    row = steady(list(times), list(inner), list(rates), discard, t0)
-    run, wait = cpu_between(cpu[discard], cpu[-1])
-    row["cpu"] = {"compute": run, "compute_wait": wait}
-    return row
 
 
 # -- through the service -----------------------------------------------------------------------
@@ -210,6 +109,7 @@ def service_job(client, spec, discard: int) -> dict:
         raise RuntimeError(f"job {job.job_id} ended {final.state}: {final.error}")
     row = steady(times, inner, rates, discard, t0)
     row["cpu"] = meter.by_group()
+    row["processes"] = meter.compute_processes()
     return row
 
 
@@ -223,6 +123,7 @@ def derived(row: dict) -> dict[str, float]:
         "median step rate": row["median_step_rate"],
         "compute cores": cpu["compute"] / seconds,
         "waiting cores": cpu["compute_wait"] / seconds,
+        "waiting share": cpu["compute_wait"] / (cpu["compute"] + cpu["compute_wait"]),
         "steps per CPU-s": row["inner_steps"] / cpu["compute"],
     }
     for group in ("learner", "ray", "service"):
@@ -231,20 +132,37 @@ def derived(row: dict) -> dict[str, float]:
     return out
 
 
+def processes(row: dict) -> str:
+    """Each worker (or single process) of a run: its cores, threads that may run outside them,
+    the cores' worth of CPU it used and the share of its runnable time spent waiting for a CPU."""
+    parts = []
+    for p in row["processes"]:
+        outside = f", {p['outside']} threads outside them" if p["outside"] else ""
+        parts.append(
+            f"pid {p['pid']} on cores {','.join(map(str, p['cores']))}{outside}: "
+            f"{p['cpu'] / row['seconds']:.2f} cores, waiting "
+            f"{p['wait'] / max(p['cpu'] + p['wait'], 1e-9):.0%}"
+        )
+    return "; ".join(parts)
+
+
+STAR_TRAIN, PINNED_RUN = "star train (plain, unpinned)", "meta_train, pinned to 1 core"
+ONE, TWO, TWO_PINNED = "service, 1 worker", "service, 2 workers", "2 x meta_train pinned at once"
+
+
 def measure_throughput(client, args: argparse.Namespace) -> dict[str, list[dict]]:
     """Interleaved rounds (one run of each kind per round, the runs that are compared next to
     each other); every run's figures by kind."""
     from services.api.convert import spec_from_proto
 
     config_json = json.dumps(spec_from_proto(job_spec(args, 1)).config.to_dict())
-    single = functools.partial(single_process, config_json, discard=args.discard)
+    single = functools.partial(pinned_meta_train, config_json, discard=args.discard)
     runs = {
-        f"meta_train, {WORKER_FLAGS}": functools.partial(single, WORKER_FLAGS),
-        "service, 1 worker": lambda: service_job(client, job_spec(args, 1), args.discard),
-        "service, 2 workers": lambda: service_job(client, job_spec(args, 2), args.discard),
-        f"2 x meta_train at once, {PINNED} each": functools.partial(single, PINNED, copies=2),
-        f"meta_train, {PINNED}": functools.partial(single, PINNED),
-        f"meta_train, {NO_FLAGS}": functools.partial(single, NO_FLAGS),
+        PINNED_RUN: single,
+        ONE: lambda: service_job(client, job_spec(args, 1), args.discard),
+        TWO: lambda: service_job(client, job_spec(args, 2), args.discard),
+        STAR_TRAIN: functools.partial(star_train, config_json, args.discard),
+        TWO_PINNED: functools.partial(single, copies=2),
     }
     results: dict[str, list[dict]] = {name: [] for name in runs}
     for round_ in range(args.rounds):
@@ -259,7 +177,7 @@ def measure_throughput(client, args: argparse.Namespace) -> dict[str, list[dict]
             print(
                 f"  round {round_ + 1} {name}: {figures} ({row['measured_steps']} steps in "
                 f"{row['seconds']:.1f} s after {row['startup_s']:.0f} s of start-up; load "
-                f"{os.getloadavg()[0]:.1f}, steal {steal:.0%})",
+                f"{os.getloadavg()[0]:.1f}, steal {steal:.0%})\n    {processes(row)}",
                 flush=True,
             )
     return results
@@ -273,8 +191,8 @@ def measure_floor(client, args: argparse.Namespace) -> None:
     config_json = json.dumps(spec_from_proto(spec).config.to_dict())
     discard = args.floor_steps // 5
     rows = {
-        f"meta_train, {WORKER_FLAGS}": single_process(config_json, WORKER_FLAGS, discard),
-        "service, 1 worker": service_job(client, spec, discard),
+        PINNED_RUN: pinned_meta_train(config_json, discard),
+        ONE: service_job(client, spec, discard),
     }
     print(
         "| floor job (nqm, 1 pair, K = 1) | median wall ms per outer step | CPU ms per outer"
@@ -290,7 +208,7 @@ def measure_floor(client, args: argparse.Namespace) -> None:
 
 
 def report_throughput(results: dict[str, list[dict]]) -> None:
-    """Medians over rounds, as a Markdown table, and the two target ratios."""
+    """Medians over rounds, as a Markdown table, and the target ratios."""
     columns = list(dict.fromkeys(k for rows in results.values() for r in rows for k in r))
     med = {
         name: {
@@ -300,8 +218,8 @@ def report_throughput(results: dict[str, list[dict]]) -> None:
         }
         for name, rows in results.items()
     }
-    base = med[f"meta_train, {WORKER_FLAGS}"]["steps/s"]
-    print(f"| run | {' | '.join(columns)} | x meta_train ({WORKER_FLAGS}) |")
+    base = med[STAR_TRAIN]["steps/s"]
+    print(f"| run | {' | '.join(columns)} | x {STAR_TRAIN} |")
     print("|---" + "|---:" * (len(columns) + 1) + "|")
     for name, figures in med.items():
         cells = [
@@ -313,31 +231,21 @@ def report_throughput(results: dict[str, list[dict]]) -> None:
             for k in columns
         ]
         print(f"| {name} | {' | '.join(cells)} | {figures['steps/s'] / base:.2f} |")
+    ratio(TWO, ONE, results, 1.7, "service: 2 workers / 1 worker")
+    ratio(ONE, PINNED_RUN, results, 0.95, "service at 1 worker / meta_train pinned to one core")
+    ratio(TWO, STAR_TRAIN, results, 1.2, "service at 2 workers / plain star train")
     ratio(
-        "service, 1 worker",
-        f"meta_train, {WORKER_FLAGS}",
+        TWO_PINNED,
+        PINNED_RUN,
         results,
-        0.9,
-        "service at 1 worker / meta_train with the worker's flags",
-    )
-    ratio(
-        "service, 1 worker",
-        f"meta_train, {PINNED}",
-        results,
-        0.9,
-        "service at 1 worker / meta_train pinned to one core",
-    )
-    ratio("service, 2 workers", "service, 1 worker", results, 1.7, "service: 2 workers / 1 worker")
-    ratio(
-        f"2 x meta_train at once, {PINNED} each",
-        f"meta_train, {PINNED}",
-        results,
-        1.7,
+        None,
         "no service: 2 one-core meta_train processes at once / 1 (what the machine gives)",
     )
 
 
-def ratio(top: str, bottom: str, results: dict[str, list[dict]], target: float, label: str) -> None:
+def ratio(
+    top: str, bottom: str, results: dict[str, list[dict]], target: float | None, label: str
+) -> None:
     """Print the ratio of two runs' steps/s: the median of the per-round ratios (the runs of one
     round follow each other within a minute or two, so a change of the machine's load hits them
     more alike than runs of different rounds), and the ratio of the medians."""
@@ -348,10 +256,11 @@ def ratio(top: str, bottom: str, results: dict[str, list[dict]], target: float, 
     of_medians = statistics.median(r["steps/s"] for r in results[top]) / statistics.median(
         r["steps/s"] for r in results[bottom]
     )
+    verdict = "" if target is None else f"; target >= {target}: "
+    verdict += "" if target is None else "met" if headline >= target else "missed"
     print(
         f"{label}: {headline:.2f} (median of rounds {', '.join(f'{r:.2f}' for r in per_round)}"
-        f"; ratio of medians {of_medians:.2f}); target >= {target}: "
-        f"{'met' if headline >= target else 'missed'}"
+        f"; ratio of medians {of_medians:.2f}){verdict}"
     )
 
 
@@ -386,8 +295,6 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--submits", type=int, default=10, help="SubmitJob calls per client")
     parser.add_argument("--skip-throughput", action="store_true")
-    parser.add_argument("--child", help=argparse.SUPPRESS)  # config JSON: run meta_train
-    parser.add_argument("--pin", type=int, help=argparse.SUPPRESS)  # the child's one core
     if parser.parse_known_args(argv)[0].quick:
         parser.set_defaults(**QUICK)  # flags given explicitly still win
     return parser.parse_args(argv)
@@ -453,11 +360,6 @@ def run_all(args: argparse.Namespace, data_root: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    if args.child:
-        if args.pin is not None:  # before JAX starts: XLA sizes its thread pool by it
-            os.sched_setaffinity(0, {args.pin})
-        child_main(args.child)
-        return
     with tempfile.TemporaryDirectory(prefix="star-scaling-") as data_root:
         # A persistent JAX compilation cache, inherited by the meta_train subprocesses and (set
         # before Ray starts) by the worker actors: rounds after the first skip most of the

@@ -23,15 +23,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any
 
-from services.cluster import events, runtime
+from services.cluster import cores, events, runtime
 from services.domain.spec import DistributedConfig
 
 logger = logging.getLogger(__name__)
 
 LEARNER_RESOURCE = runtime.LEARNER_RESOURCE
-# XLA flags of a CPU worker: no multi-threaded Eigen kernels inside one XLA op.
+# XLA flags of a CPU worker: no multi-threaded Eigen kernels inside one XLA op. What bounds a
+# worker to its cores is its CPU affinity (services.cluster.cores: XLA's pool gets one thread per
+# claimed core); pinned to one core the flag changes nothing measurable, and it helps a worker
+# that runs unpinned (benchmarks/README.md, "Service scaling").
 CPU_WORKER_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false"
 
 
@@ -59,6 +63,8 @@ def worker_options(distributed: DistributedConfig, gpus: float) -> tuple[dict[st
         device = "gpu"
     else:
         env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": CPU_WORKER_XLA_FLAGS}
+        if os.environ.get(cores.CLAIM_DIR_ENV):  # the service's own core-claim directory
+            env[cores.CLAIM_DIR_ENV] = os.environ[cores.CLAIM_DIR_ENV]
         device = "cpu"
     options["runtime_env"] = {"env_vars": env}
     return options, device
