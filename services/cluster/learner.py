@@ -54,7 +54,8 @@ class LearnerActor:
 
     spec: the job's ``TrainingSpec``; worker_options: the workers' Ray options
     (``services.cluster.placement``); resume / warm_start: checkpoint bytes; worker_class: the
-    worker actor class (None: ``WorkerActor``; benchmarks plug in a stand-in estimator here).
+    worker actor class (None: ``WorkerActor``; benchmarks plug in a stand-in estimator here;
+    one with ``CONFIG_AS_DICT = True`` gets ``config.to_dict()`` instead of the config).
     """
 
     def __init__(
@@ -113,12 +114,17 @@ class LearnerActor:
 
         from services.cluster.worker import WorkerActor
 
-        remote = ray.remote(self.worker_class or WorkerActor)
+        worker_class = self.worker_class or WorkerActor
+        remote = ray.remote(worker_class)
         options = {"max_restarts": WORKER_MAX_RESTARTS, **self.worker_options}
+        # A stand-in worker class that must not import JAX (benchmarks/sleep_worker.py) takes
+        # the config as a plain dict: unpickling a MetaTrainConfig imports star_core and JAX.
+        as_dict = getattr(worker_class, "CONFIG_AS_DICT", False)
+        config = self.config.to_dict() if as_dict else self.config
 
         def spawn(index: int) -> Any:
             name = worker_name(self.job_id, index)
-            return runtime.create_named(remote, name, self.config, index, **options)
+            return runtime.create_named(remote, name, config, index, **options)
 
         return WorkerPool(
             RayBackend(), spawn, self.spec.distributed.num_workers, WORKER_MAX_RESTARTS

@@ -1,0 +1,391 @@
+"""Cluster scaling: what the learner, Ray and the service add per outer step, up to 64 workers.
+
+A multi-node Ray cluster on this machine (``tests/cluster/local_cluster.py``: a head with no
+CPUs and ``--nodes`` worker nodes, each ``ray start`` offering ``--cpus-per-node`` CPUs, more
+than the machine has; no pinning), and an in-process service joined to it
+(``BackgroundService(ServiceOptions(ray_address=..., worker_class=...))``) whose workers are
+``sleep_worker.SleepingWorker``: each estimate sleeps a set time and costs no CPU, so anything
+below perfect scaling is what the learner, Ray and the service add.
+
+For each estimate cost (``--costs``, 0.25 s and 2 s) and N in ``--workers`` (1 .. 64) a job
+is submitted through the gRPC API and followed with WatchJob. Throughput = estimates averaged
+per second over the steady state: the first ``discard`` outer steps (actor start-up) are
+dropped, then the estimates of the next ``steps`` outer steps over the wall time between their
+METRICS events. efficiency(N) = throughput(N) / (N x throughput(1)). Targets at 64 workers:
+>= 0.9 for 2 s estimates, >= 0.8 for 0.25 s.
+
+Measured next to it, over the same window: CPU seconds per outer step of the learner, the
+worker actors, Ray's other processes and the service process (``cpu_meter.CpuMeter``); and
+after it, for the largest N, a py-spy profile of the learner (``learner_profile.py``): the
+per-step cost breakdown (waiting for estimates, publish, get, apply, metrics, events).
+
+Stragglers (``--straggler-workers`` N, cost 0.25 s): no slow worker (estimates_per_step
+default, N); one worker 5x slower, default; the same with ``estimates_per_step = N - 1``.
+
+Writes ``cluster_scaling.json`` and ``cluster_scaling.png`` (efficiency vs N per cost) under
+``--out``. Every process it starts is stopped in ``finally`` (by process group and session).
+
+Usage::
+
+    JAX_PLATFORMS=cpu python benchmarks/cluster_scaling.py --out /tmp/scaling          # ~15 min
+    JAX_PLATFORMS=cpu python benchmarks/cluster_scaling.py --quick --out /tmp/scaling  # ~5 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # tests.cluster.local_cluster
+
+from cpu_meter import CpuMeter  # noqa: E402 (this folder, next to the script)
+
+TARGETS = {0.25: 0.8, 2.0: 0.9}  # estimate cost (s) -> efficiency target at 64 workers
+SLOW_FACTOR = 5.0  # the straggler's estimates take this many times the others'
+JOB_TIMEOUT_S = 900.0  # seconds one job may take, start-up included
+# Memory one worker actor process takes (measured: ~70-90 MB RSS without JAX), with margin.
+WORKER_MEMORY_MB = 120
+MEMORY_MARGIN_MB = 1500  # free memory kept for everything else on the shared machine
+NODE_ATTEMPTS = 3  # starts of one ray node before the benchmark gives up
+
+
+class Meter(CpuMeter):
+    """CpuMeter with the stand-in workers as the "compute" group."""
+
+    GROUPS = {"SleepingWorker": "compute", "LearnerActor": "learner"}
+
+
+def job_spec(num_workers: int, outer_steps: int, batch: int | None = None):
+    """A job whose estimates are the sleeping worker's (the task only shapes the learner)."""
+    from services.generated.star.v1 import job_pb2
+
+    spec = job_pb2.JobSpec(
+        tasks=["nqm"],
+        outer_steps=outer_steps,
+        num_workers=num_workers,
+        checkpoint_interval=outer_steps,
+        seed=0,
+        gpus_per_worker=0.0,
+    )
+    spec.estimator.kind = "pes"
+    spec.estimator.truncation_length = 1
+    spec.estimator.horizon = 10
+    spec.estimator.num_pairs = 1
+    if batch is not None:
+        spec.estimates_per_step = batch
+    return spec
+
+
+def descendants_pss_mb() -> float:
+    """Proportional set size (shared pages split among their users) of every process this
+    script started (the cluster), in MB."""
+    import psutil
+
+    total = 0
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += proc.memory_full_info().pss
+    return total / 2**20
+
+
+def learner_pid() -> int | None:
+    import psutil
+
+    for proc in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "LearnerActor" in " ".join(proc.cmdline()):
+                return proc.pid
+    return None
+
+
+def run_job(stub, spec, discard: int, measured: int, out: Path, profile_s: float = 0) -> dict:
+    """Submit ``spec`` and follow it to the end: steady-state throughput, CPU per step, and
+    (``profile_s`` > 0) the learner's profile over the steps after the measured ones."""
+    import learner_profile
+
+    from services.generated.star.v1 import job_pb2, service_pb2
+
+    t0 = time.perf_counter()
+    job = stub.SubmitJob(service_pb2.SubmitJobRequest(spec=spec), timeout=60)
+    times, estimates, walls, meter, sampler = [], [], [], Meter(), None
+    profile_file = out / f"profile-{job.job_id}.txt"
+    request = service_pb2.WatchJobRequest(job_id=job.job_id)
+    for event in stub.WatchJob(request, timeout=JOB_TIMEOUT_S):
+        if event.WhichOneof("event") != "metrics":
+            continue
+        times.append(time.perf_counter())
+        estimates.append(event.metrics.metrics.extra["estimates"])
+        walls.append(event.metrics.metrics.outer_step_seconds)
+        if len(times) == discard + 1:
+            meter.start()
+            load, rss = os.getloadavg()[0], descendants_pss_mb()
+        elif len(times) == discard + measured + 1:
+            meter.read()
+            pid = learner_pid()
+            if profile_s and pid:
+                sampler = learner_profile.start(pid, profile_s, profile_file)
+    final = stub.GetJob(service_pb2.GetJobRequest(job_id=job.job_id), timeout=60)
+    if final.state != job_pb2.JOB_STATE_SUCCEEDED:
+        raise RuntimeError(f"job {job.job_id} ended {final.state}: {final.error}")
+    if len(times) < discard + measured + 1:
+        raise RuntimeError(f"job {job.job_id}: {len(times)} METRICS events, too few")
+    end = discard + measured
+    seconds = times[end] - times[discard]
+    cpu = meter.by_group()
+    row = {
+        "estimates_per_s": sum(estimates[discard + 1 : end + 1]) / seconds,
+        "step_s": seconds / measured,
+        "learner_step_s": sorted(walls[discard + 1 : end + 1])[measured // 2],
+        "startup_s": times[discard] - t0,
+        "cpu_ms_per_step": {
+            ("workers" if k == "compute" else k): 1e3 * v / measured
+            for k, v in cpu.items()
+            if k != "compute_wait"
+        },
+        "load": [load, os.getloadavg()[0]],
+        "rss_mb": rss,
+    }
+    if sampler is not None:
+        row["profile"] = learner_profile.finish(sampler, profile_file, profile_s + 60)
+    return row
+
+
+class Service:
+    """An in-process service joined to the cluster, with ``worker_class`` as its workers."""
+
+    def __init__(self, cluster, data_dir: Path, worker_class: type):
+        from services.app import BackgroundService, ServiceOptions
+
+        options = ServiceOptions(
+            data_dir=data_dir,
+            port=0,
+            ray_address=cluster.address,
+            max_running=1,
+            run_scheduler=False,
+            worker_class=worker_class,
+        )
+        self.service = BackgroundService(options)
+
+    def __enter__(self):
+        from service_calls import make_stub
+
+        self.service.start()
+        self.channel, stub = make_stub(self.service.address)
+        return stub
+
+    def __exit__(self, *exc) -> None:
+        self.channel.close()
+        self.service.stop()
+
+
+def print_row(label: str, row: dict) -> None:
+    cpu = ", ".join(f"{k} {v:.0f}" for k, v in row["cpu_ms_per_step"].items())
+    print(
+        f"  {label}: {row['estimates_per_s']:.2f} estimates/s, {1e3 * row['step_s']:.0f} ms per"
+        f" outer step (learner's own figure {1e3 * row['learner_step_s']:.0f}), CPU ms per"
+        f" step: {cpu}; start-up {row['startup_s']:.0f} s, load {row['load'][0]:.1f}"
+        f"-{row['load'][1]:.1f}, cluster PSS {row['rss_mb']:.0f} MB",
+        flush=True,
+    )
+    for phase, share in row.get("profile", {}).items():
+        print(f"    {share:6.1%} {1e3 * share * row['step_s']:7.1f} ms  {phase}", flush=True)
+
+
+def enough_memory(workers: int) -> bool:
+    import psutil
+
+    free_mb = psutil.virtual_memory().available / 2**20
+    need = workers * WORKER_MEMORY_MB + MEMORY_MARGIN_MB
+    if free_mb < need:
+        print(f"  skipping N = {workers}: {free_mb:.0f} MB free, {need} MB needed", flush=True)
+        return False
+    return True
+
+
+def measure_scaling(cluster, args, out: Path) -> dict:
+    from sleep_worker import sleeping_worker
+
+    results: dict = {}
+    for cost in args.costs:
+        discard, measured = args.discard, max(args.min_steps, round(args.window_s / cost))
+        extra = max(2, round(args.profile_s / cost)) if args.profile_s else 0
+        rows = results.setdefault(str(cost), {})
+        with Service(cluster, args.work / f"data-{cost}", sleeping_worker(cost)) as stub:
+            print(f"estimate cost {cost} s ({measured} outer steps measured):", flush=True)
+            for n in args.workers:
+                if not enough_memory(n):
+                    continue
+                last = n == max(args.workers)
+                steps = discard + measured + (extra if last else 0) + 1
+                spec = job_spec(n, steps)
+                row = run_job(stub, spec, discard, measured, out, args.profile_s if last else 0)
+                rows[str(n)] = row
+                row["efficiency"] = row["estimates_per_s"] / (n * rows["1"]["estimates_per_s"])
+                print_row(f"N = {n} (efficiency {row['efficiency']:.2f})", row)
+    return results
+
+
+def measure_stragglers(cluster, args, out: Path) -> dict:
+    from sleep_worker import sleeping_worker
+
+    n, cost = args.straggler_workers, args.straggler_cost
+    measured = max(args.min_steps, round(args.window_s / cost))
+    steps = args.discard + measured + 1
+    runs = {
+        "no straggler": (sleeping_worker(cost), None),
+        "one worker 5x slower": (sleeping_worker(cost, 0, SLOW_FACTOR), None),
+        "one worker 5x slower, estimates_per_step = N - 1": (
+            sleeping_worker(cost, 0, SLOW_FACTOR),
+            n - 1,
+        ),
+    }
+    print(f"stragglers: N = {n}, estimate cost {cost} s:", flush=True)
+    rows = {}
+    for i, (label, (worker_class, batch)) in enumerate(runs.items()):
+        with Service(cluster, args.work / f"data-straggler-{i}", worker_class) as stub:
+            rows[label] = run_job(stub, job_spec(n, steps, batch), args.discard, measured, out)
+        rows[label]["vs no straggler"] = (
+            rows[label]["estimates_per_s"] / rows["no straggler"]["estimates_per_s"]
+        )
+        print_row(f"{label} ({rows[label]['vs no straggler']:.2f}x)", rows[label])
+    return rows
+
+
+def report(results: dict, args) -> None:
+    print("\n| N | " + " | ".join(f"efficiency, {c} s estimates" for c in args.costs) + " |")
+    print("|---:" + "|---:" * len(args.costs) + "|")
+    for n in args.workers:
+        cells = [
+            f"{results[str(c)].get(str(n), {}).get('efficiency', float('nan')):.2f}"
+            for c in args.costs
+        ]
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    top = str(max(args.workers))
+    for cost in args.costs:
+        target = TARGETS.get(cost)
+        row = results[str(cost)].get(top)
+        if target is None or row is None:
+            continue
+        verdict = "met" if row["efficiency"] >= target else "missed"
+        figure = f"{row['efficiency']:.2f}"
+        print(f"{cost} s estimates at N = {top}: {figure} (target >= {target}: {verdict})")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for cost, rows in results.items():
+        ns = sorted(int(n) for n in rows)
+        ax.plot(
+            ns, [rows[str(n)]["efficiency"] for n in ns], marker="o", label=f"{cost} s estimates"
+        )
+        if float(cost) in TARGETS:
+            ax.axhline(TARGETS[float(cost)], linestyle=":", color=ax.lines[-1].get_color())
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("workers N")
+    ax.set_ylabel("efficiency = throughput(N) / (N x throughput(1))")
+    ax.set_ylim(0, 1.1)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+QUICK = {"window_s": 4.0, "min_steps": 3, "discard": 2, "profile_s": 3.0, "workers": [1, 4, 16, 64]}
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="folder for JSON, PNG, profiles")
+    parser.add_argument("--quick", action="store_true", help=f"shorter defaults: {QUICK}")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
+    parser.add_argument("--costs", type=float, nargs="+", default=[0.25, 2.0])
+    parser.add_argument("--window-s", type=float, default=16.0, help="measured seconds per job")
+    parser.add_argument("--min-steps", type=int, default=8, help="measured outer steps, at least")
+    parser.add_argument("--discard", type=int, default=3, help="start-up outer steps dropped")
+    parser.add_argument("--profile-s", type=float, default=8.0, help="py-spy seconds (0: none)")
+    parser.add_argument("--nodes", type=int, default=4, help="worker nodes of the cluster")
+    parser.add_argument("--cpus-per-node", type=int, default=16)
+    parser.add_argument("--straggler-workers", type=int, default=16)
+    parser.add_argument("--straggler-cost", type=float, default=0.25)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["scaling", "stragglers"])
+    if parser.parse_known_args(argv)[0].quick:
+        parser.set_defaults(**QUICK)
+    args = parser.parse_args(argv)
+    if 1 not in args.workers:
+        parser.error("--workers must include 1 (the baseline of the efficiency)")
+    args.workers = sorted(set(args.workers))
+    return args
+
+
+def start_node(cluster, name: str, cpus: int) -> None:
+    """Add a worker node and wait for it, one at a time: ``ray start`` gives up when its raylet
+    has not registered within 30 s, which several nodes starting together on a loaded 2-core
+    machine overrun. A node that gave up is stopped and started again."""
+    for attempt in range(NODE_ATTEMPTS):
+        cluster.add_node(name, num_cpus=cpus)
+        try:
+            cluster.wait_for_nodes({"head", name})
+            return
+        except AssertionError as err:
+            print(f"  node {name} did not start (attempt {attempt + 1}): {str(err)[-200:]}")
+            cluster.kill_node(name)
+    raise RuntimeError(f"node {name} did not start in {NODE_ATTEMPTS} attempts")
+
+
+def join_environment(token_path: Path) -> None:
+    """This process joins the cluster as a driver: its token, no inherited Ray address."""
+    for name in [k for k in os.environ if k.startswith("RAY_")]:
+        del os.environ[name]
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path))
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tests.cluster.local_cluster import LocalRayCluster
+
+    args = parse(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    root = args.work = Path(tempfile.mkdtemp(prefix="star-scaling-"))
+    temp_root = Path(tempfile.mkdtemp(prefix="star-ray-", dir="/tmp"))
+    cluster = LocalRayCluster(root, temp_root)
+    results: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
+    try:
+        join_environment(cluster.token_path)  # before anything imports Ray
+        cluster.start()
+        for i in range(args.nodes):
+            start_node(cluster, f"n{i}", args.cpus_per_node)
+        print(
+            f"cluster: head + {args.nodes} nodes x {args.cpus_per_node} CPUs; machine "
+            f"{os.cpu_count()} cores, load {os.getloadavg()}",
+            flush=True,
+        )
+        if "scaling" not in args.skip:
+            results["scaling"] = measure_scaling(cluster, args, args.out)
+            report(results["scaling"], args)
+            plot(results["scaling"], args.out / "cluster_scaling.png")
+        if "stragglers" not in args.skip:
+            results["stragglers"] = measure_stragglers(cluster, args, args.out)
+    finally:
+        (args.out / "cluster_scaling.json").write_text(json.dumps(results, indent=1))
+        leftovers = cluster.stop()
+        shutil.rmtree(temp_root, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+        if leftovers:
+            print(f"processes outlived the cluster (killed): {leftovers}")
+
+
+if __name__ == "__main__":
+    main()
