@@ -34,7 +34,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -46,21 +45,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # tests.cluster.local_cluster
 
-from cpu_meter import CpuMeter  # noqa: E402 (this folder, next to the script)
+import learner_loop  # noqa: E402 (this folder, next to the script)
+from cluster_meter import Meter, descendants_pss_mb, learner_pid  # noqa: E402
+from scaling_report import plot, print_row, report  # noqa: E402
 
-TARGETS = {0.25: 0.8, 2.0: 0.9}  # estimate cost (s) -> efficiency target at 64 workers
 SLOW_FACTOR = 5.0  # the straggler's estimates take this many times the others'
 JOB_TIMEOUT_S = 900.0  # seconds one job may take, start-up included
 # Memory one worker actor process takes (measured: ~70-90 MB RSS without JAX), with margin.
 WORKER_MEMORY_MB = 120
 MEMORY_MARGIN_MB = 1500  # free memory kept for everything else on the shared machine
 NODE_ATTEMPTS = 3  # starts of one ray node before the benchmark gives up
-
-
-class Meter(CpuMeter):
-    """CpuMeter with the stand-in workers as the "compute" group."""
-
-    GROUPS = {"SleepingWorker": "compute", "LearnerActor": "learner"}
 
 
 def job_spec(num_workers: int, outer_steps: int, batch: int | None = None):
@@ -84,28 +78,6 @@ def job_spec(num_workers: int, outer_steps: int, batch: int | None = None):
     return spec
 
 
-def descendants_pss_mb() -> float:
-    """Proportional set size (shared pages split among their users) of every process this
-    script started (the cluster), in MB."""
-    import psutil
-
-    total = 0
-    for proc in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            total += proc.memory_full_info().pss
-    return total / 2**20
-
-
-def learner_pid() -> int | None:
-    import psutil
-
-    for proc in psutil.Process().children(recursive=True):
-        with contextlib.suppress(psutil.Error):
-            if "LearnerActor" in " ".join(proc.cmdline()):
-                return proc.pid
-    return None
-
-
 def run_job(stub, spec, discard: int, measured: int, out: Path, profile_s: float = 0) -> dict:
     """Submit ``spec`` and follow it to the end: steady-state throughput, CPU per step, and
     (``profile_s`` > 0) the learner's profile over the steps after the measured ones."""
@@ -126,7 +98,7 @@ def run_job(stub, spec, discard: int, measured: int, out: Path, profile_s: float
         walls.append(event.metrics.metrics.outer_step_seconds)
         if len(times) == discard + 1:
             meter.start()
-            load, rss = os.getloadavg()[0], descendants_pss_mb()
+            load, pss = os.getloadavg()[0], descendants_pss_mb()
         elif len(times) == discard + measured + 1:
             meter.read()
             pid = learner_pid()
@@ -150,8 +122,9 @@ def run_job(stub, spec, discard: int, measured: int, out: Path, profile_s: float
             for k, v in cpu.items()
             if k != "compute_wait"
         },
+        "ray_cpu_ms_per_step": {k: 1e3 * v / measured for k, v in meter.by_kind().items()},
         "load": [load, os.getloadavg()[0]],
-        "rss_mb": rss,
+        "pss_mb": pss,
     }
     if sampler is not None:
         row["profile"] = learner_profile.finish(sampler, profile_file, profile_s + 60)
@@ -184,19 +157,6 @@ class Service:
     def __exit__(self, *exc) -> None:
         self.channel.close()
         self.service.stop()
-
-
-def print_row(label: str, row: dict) -> None:
-    cpu = ", ".join(f"{k} {v:.0f}" for k, v in row["cpu_ms_per_step"].items())
-    print(
-        f"  {label}: {row['estimates_per_s']:.2f} estimates/s, {1e3 * row['step_s']:.0f} ms per"
-        f" outer step (learner's own figure {1e3 * row['learner_step_s']:.0f}), CPU ms per"
-        f" step: {cpu}; start-up {row['startup_s']:.0f} s, load {row['load'][0]:.1f}"
-        f"-{row['load'][1]:.1f}, cluster PSS {row['rss_mb']:.0f} MB",
-        flush=True,
-    )
-    for phase, share in row.get("profile", {}).items():
-        print(f"    {share:6.1%} {1e3 * share * row['step_s']:7.1f} ms  {phase}", flush=True)
 
 
 def enough_memory(workers: int) -> bool:
@@ -233,6 +193,18 @@ def measure_scaling(cluster, args, out: Path) -> dict:
     return results
 
 
+def measure_learner_loop(cluster, args) -> list[dict]:
+    """``learner_loop.measure_loop`` with stand-in workers whose estimates cost nothing (Ray is
+    joined through a service, which stays idle meanwhile)."""
+    from sleep_worker import sleeping_worker
+
+    print(f"the learner's loop alone, {args.loop_workers} workers, estimates cost 0:", flush=True)
+    with Service(cluster, args.work / "data-loop", sleeping_worker(0.0)):
+        return learner_loop.measure_loop(
+            sleeping_worker(0.0), args.loop_workers, args.loop_rounds, Meter
+        )
+
+
 def measure_stragglers(cluster, args, out: Path) -> dict:
     from sleep_worker import sleeping_worker
 
@@ -259,51 +231,18 @@ def measure_stragglers(cluster, args, out: Path) -> dict:
     return rows
 
 
-def report(results: dict, args) -> None:
-    print("\n| N | " + " | ".join(f"efficiency, {c} s estimates" for c in args.costs) + " |")
-    print("|---:" + "|---:" * len(args.costs) + "|")
-    for n in args.workers:
-        cells = [
-            f"{results[str(c)].get(str(n), {}).get('efficiency', float('nan')):.2f}"
-            for c in args.costs
-        ]
-        print(f"| {n} | " + " | ".join(cells) + " |")
-    top = str(max(args.workers))
-    for cost in args.costs:
-        target = TARGETS.get(cost)
-        row = results[str(cost)].get(top)
-        if target is None or row is None:
-            continue
-        verdict = "met" if row["efficiency"] >= target else "missed"
-        figure = f"{row['efficiency']:.2f}"
-        print(f"{cost} s estimates at N = {top}: {figure} (target >= {target}: {verdict})")
-
-
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for cost, rows in results.items():
-        ns = sorted(int(n) for n in rows)
-        ax.plot(
-            ns, [rows[str(n)]["efficiency"] for n in ns], marker="o", label=f"{cost} s estimates"
-        )
-        if float(cost) in TARGETS:
-            ax.axhline(TARGETS[float(cost)], linestyle=":", color=ax.lines[-1].get_color())
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("workers N")
-    ax.set_ylabel("efficiency = throughput(N) / (N x throughput(1))")
-    ax.set_ylim(0, 1.1)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-QUICK = {"window_s": 4.0, "min_steps": 3, "discard": 2, "profile_s": 3.0, "workers": [1, 4, 16, 64]}
+SECTIONS = ("apply", "loop", "scaling", "stragglers")
+QUICK = {
+    "window_s": 4.0,
+    "min_steps": 3,
+    "discard": 2,
+    "profile_s": 3.0,
+    "workers": [1, 4, 16, 64],
+    "loop_rounds": 8,
+    "repeats": 3,
+}
+APPLY_SIZES = [203, 1 << 14, 1 << 18, 1 << 20]  # theta elements (203: STAR's own theta)
+APPLY_COUNTS = [1, 8, 64, 256]  # estimates per outer step
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -320,7 +259,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpus-per-node", type=int, default=16)
     parser.add_argument("--straggler-workers", type=int, default=16)
     parser.add_argument("--straggler-cost", type=float, default=0.25)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["scaling", "stragglers"])
+    parser.add_argument("--loop-workers", type=int, default=64, help="workers of the loop test")
+    parser.add_argument("--loop-rounds", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5, help="timings per apply figure")
+    parser.add_argument("--skip", nargs="*", default=[], choices=SECTIONS)
     if parser.parse_known_args(argv)[0].quick:
         parser.set_defaults(**QUICK)
     args = parser.parse_args(argv)
@@ -372,6 +314,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{os.cpu_count()} cores, load {os.getloadavg()}",
             flush=True,
         )
+        if "apply" not in args.skip:
+            results["apply"] = learner_loop.measure_apply(APPLY_SIZES, APPLY_COUNTS, args.repeats)
+        if "loop" not in args.skip:
+            results["loop"] = measure_learner_loop(cluster, args)
         if "scaling" not in args.skip:
             results["scaling"] = measure_scaling(cluster, args, args.out)
             report(results["scaling"], args)

@@ -11,8 +11,9 @@ run on any node.
 
 Each outer step ``s``:
 
-1. theta is published once (``ray.put`` of its numpy leaves, which workers on the same node read
-   without a copy); every idle worker is asked for an estimate of it;
+1. theta is published: its numpy leaves go inside each call when they are small (STAR's theta
+   is 1.3 KB), else they are stored once (``ray.put``) and each call gets the reference; every
+   idle worker is asked for an estimate of it;
 2. estimates are gathered in completion order; one computed from theta of step ``s'`` is used
    when ``s - s' <= max_staleness``; worker ``w`` computes at most one estimate per step (its
    key is that of ``(seed, s, w)``);

@@ -38,7 +38,7 @@ from star_core.errors import ConfigError
 from star_core.training import checkpoint as ckpt
 from star_core.training.config import MetaTrainConfig
 from star_core.training.keys import run_keys
-from star_core.training.outer import all_finite, guarded_step, outer_optimizer
+from star_core.training.outer import guarded_step, outer_optimizer
 
 # The field a bad warm-start checkpoint is reported under.
 WARM_START_FIELD = "warm_start"
@@ -119,18 +119,17 @@ class Learner:
 
     def apply(self, state: LearnerState, estimates: Sequence[Any]) -> tuple[LearnerState, StepInfo]:
         """One outer step from ``estimates`` (pytrees shaped like theta); see the module doc."""
-        finite = [g for g in estimates if bool(all_finite(g))]
-        dropped = len(estimates) - len(finite)
-        if not finite:
+        grad, used = average_finite(estimates)
+        dropped = len(estimates) - used
+        if grad is None:
             info = StepInfo(False, 0, dropped, float("nan"))
             return state._replace(step=state.step + 1, dropped=state.dropped + dropped), info
-        grad = jax.tree.map(lambda *gs: sum(gs[1:], gs[0]) / len(gs), *finite)
         theta, outer_state, applied = self._outer_step(grad, state.outer_state, state.theta)
         grad_norm = float(np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(grad))))
         applied = bool(applied)
-        dropped += 0 if applied else len(finite)
+        dropped += 0 if applied else used
         new_state = LearnerState(state.step + 1, theta, outer_state, state.dropped + dropped)
-        return new_state, StepInfo(applied, len(finite) if applied else 0, dropped, grad_norm)
+        return new_state, StepInfo(applied, used if applied else 0, dropped, grad_norm)
 
     def metadata(self, state: LearnerState) -> dict[str, Any]:
         """The checkpoint metadata of ``state``: what made it and how far it got."""
@@ -169,6 +168,30 @@ class Learner:
         step = int(loaded.metadata["step"])
         dropped = int(loaded.metadata.get("dropped_estimates", 0))
         return LearnerState(step, _as_jax(theta), _as_jax(outer_state), dropped)
+
+
+def average_finite(estimates: Sequence[Any]) -> tuple[Any | None, int]:
+    """The mean of the estimates that have no NaN/inf element (None when there is none) and
+    how many those are.
+
+    On the host, in numpy, with one array per leaf of theta stacked over the estimates: the
+    finiteness of all of them is a handful of vectorized calls and the mean one sum, whatever
+    their number. (A check per estimate with JAX ops, each followed by a host sync, took ~0.6 ms
+    per estimate: 38 ms of every outer step at 64 workers; benchmarks/README.md.)
+    """
+    count = len(estimates)
+    if count == 0:
+        return None, 0
+    stacked = jax.tree.map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *estimates)
+    finite = np.ones(count, dtype=bool)
+    for leaf in jax.tree.leaves(stacked):
+        finite &= np.isfinite(leaf.reshape(count, -1)).all(axis=1)
+    used = int(finite.sum())
+    if used == 0:
+        return None, 0
+    if used < count:
+        stacked = jax.tree.map(lambda leaf: leaf[finite], stacked)
+    return jax.tree.map(lambda leaf: leaf.sum(axis=0) / used, stacked), used
 
 
 def _as_jax(tree: Any) -> Any:
