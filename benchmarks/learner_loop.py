@@ -66,15 +66,17 @@ def fake_estimates(theta: Any, count: int) -> list:
     ]
 
 
-def timed(fn: Any, repeats: int) -> float:
-    """Median seconds of ``fn()`` over ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
+def timed_pair(first: Any, second: Any, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``first()`` and of ``second()``, interleaved (one call of each per
+    repeat) after one warm-up call of each."""
+    first(), second()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for fn, out in zip((first, second), times, strict=True):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def measure_apply(sizes: list[int], counts: list[int], repeats: int) -> list[dict]:
@@ -87,9 +89,10 @@ def measure_apply(sizes: list[int], counts: list[int], repeats: int) -> list[dic
             if 4 * size * count > MAX_ESTIMATE_BYTES:
                 continue
             estimates = fake_estimates(state.theta, count)
-            current = timed(functools.partial(learner.apply, state, estimates), repeats)
-            former = timed(
-                functools.partial(per_estimate_apply, learner, state, estimates), repeats
+            current, former = timed_pair(
+                functools.partial(learner.apply, state, estimates),
+                functools.partial(per_estimate_apply, learner, state, estimates),
+                repeats,
             )
             rows.append(
                 {

@@ -42,6 +42,9 @@ from star_core.training.outer import guarded_step, outer_optimizer
 
 # The field a bad warm-start checkpoint is reported under.
 WARM_START_FIELD = "warm_start"
+# Bytes of all of one step's estimates up to which they are averaged stacked (see
+# average_finite; STAR's theta is 812 bytes: 20000 estimates fit).
+STACK_BYTES = 16 << 20
 
 
 class LearnerState(NamedTuple):
@@ -172,26 +175,54 @@ class Learner:
 
 def average_finite(estimates: Sequence[Any]) -> tuple[Any | None, int]:
     """The mean of the estimates that have no NaN/inf element (None when there is none) and
-    how many those are.
+    how many those are, on the host in numpy.
 
-    On the host, in numpy, with one array per leaf of theta stacked over the estimates: the
-    finiteness of all of them is a handful of vectorized calls and the mean one sum, whatever
-    their number. (A check per estimate with JAX ops, each followed by a host sync, took ~0.6 ms
-    per estimate: 38 ms of every outer step at 64 workers; benchmarks/README.md.)
+    Estimates of at most STACK_BYTES together are stacked, one array per leaf of theta: the
+    finiteness of all of them is then one vectorized check per leaf and the mean one sum,
+    whatever their number. Larger ones are checked and added one at a time into one running
+    sum (stacking them would copy them all; 64 estimates of 4 MiB took 8x longer stacked).
+    (The former rule, a JAX check and a host sync per estimate, cost ~1.5 ms per estimate of
+    STAR's 203-element theta: ~100 ms of an outer step at 64 workers; benchmarks/README.md.)
     """
-    count = len(estimates)
-    if count == 0:
+    if not estimates:
         return None, 0
-    stacked = jax.tree.map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *estimates)
-    finite = np.ones(count, dtype=bool)
-    for leaf in jax.tree.leaves(stacked):
-        finite &= np.isfinite(leaf.reshape(count, -1)).all(axis=1)
-    used = int(finite.sum())
+    treedef = jax.tree.structure(estimates[0])
+    leaves = [[np.asarray(x) for x in treedef.flatten_up_to(g)] for g in estimates]
+    if sum(x.nbytes for x in leaves[0]) * len(leaves) <= STACK_BYTES:
+        total, used = _stacked_sum(leaves)
+    else:
+        total, used = _running_sum(leaves)
     if used == 0:
         return None, 0
+    return jax.tree.unflatten(treedef, [x / used for x in total]), used
+
+
+def _stacked_sum(leaves: list[list[np.ndarray]]) -> tuple[list[np.ndarray], int]:
+    """(Sum of the finite estimates per leaf, their count); ``leaves[i]``: estimate i's."""
+    count = len(leaves)
+    stacked = [np.stack(column) for column in zip(*leaves, strict=True)]
+    finite = np.ones(count, dtype=bool)
+    for leaf in stacked:
+        finite &= np.isfinite(leaf.reshape(count, -1)).all(axis=1)
+    used = int(finite.sum())
     if used < count:
-        stacked = jax.tree.map(lambda leaf: leaf[finite], stacked)
-    return jax.tree.map(lambda leaf: leaf.sum(axis=0) / used, stacked), used
+        stacked = [leaf[finite] for leaf in stacked]
+    return [leaf.sum(axis=0) for leaf in stacked], used
+
+
+def _running_sum(leaves: list[list[np.ndarray]]) -> tuple[list[np.ndarray] | None, int]:
+    """What :func:`_stacked_sum` returns, one estimate at a time into one running sum."""
+    total, used = None, 0
+    for estimate in leaves:
+        if not all(np.isfinite(x).all() for x in estimate):
+            continue
+        if total is None:
+            total = [x.copy() for x in estimate]
+        else:
+            for into, x in zip(total, estimate, strict=True):
+                np.add(into, x, out=into)
+        used += 1
+    return total, used
 
 
 def _as_jax(tree: Any) -> Any:
