@@ -124,6 +124,8 @@ def run_job(stub, spec, discard: int, measured: int, out: Path, profile_s: float
         },
         "ray_cpu_ms_per_step": {k: 1e3 * v / measured for k, v in meter.by_kind().items()},
         "load": [load, os.getloadavg()[0]],
+        "worker_restarts": final.metrics.worker_restarts,
+        "stale_dropped": final.metrics.stale_dropped,
         "pss_mb": pss,
     }
     if sampler is not None:
@@ -164,6 +166,7 @@ def enough_memory(workers: int) -> bool:
 
     free_mb = psutil.virtual_memory().available / 2**20
     need = workers * WORKER_MEMORY_MB + MEMORY_MARGIN_MB
+    print(f"  N = {workers}: {free_mb:.0f} MB of memory available", flush=True)
     if free_mb < need:
         print(f"  skipping N = {workers}: {free_mb:.0f} MB free, {need} MB needed", flush=True)
         return False
@@ -213,6 +216,7 @@ def measure_stragglers(cluster, args, out: Path) -> dict:
     steps = args.discard + measured + 1
     runs = {
         "no straggler": (sleeping_worker(cost), None),
+        "no straggler, estimates_per_step = N - 1": (sleeping_worker(cost), n - 1),
         "one worker 5x slower": (sleeping_worker(cost, 0, SLOW_FACTOR), None),
         "one worker 5x slower, estimates_per_step = N - 1": (
             sleeping_worker(cost, 0, SLOW_FACTOR),

@@ -10,16 +10,17 @@ RAY_KINDS_SHOWN = 6  # Ray processes (by program) printed per job, most CPU firs
 
 
 def print_row(label: str, row: dict) -> None:
-    cpu = ", ".join(f"{k} {v:.0f}" for k, v in row["cpu_ms_per_step"].items())
+    cpu = ", ".join(f"{k} {_ms(v)}" for k, v in row["cpu_ms_per_step"].items())
     print(
         f"  {label}: {row['estimates_per_s']:.2f} estimates/s, {1e3 * row['step_s']:.0f} ms per"
         f" outer step (learner's own figure {1e3 * row['learner_step_s']:.0f}), CPU ms per"
         f" step: {cpu}; start-up {row['startup_s']:.0f} s, load {row['load'][0]:.1f}"
-        f"-{row['load'][1]:.1f}, cluster PSS {row['pss_mb']:.0f} MB",
+        f"-{row['load'][1]:.1f}, cluster PSS {row['pss_mb']:.0f} MB; worker restarts"
+        f" {row['worker_restarts']}, stale estimates {row['stale_dropped']}",
         flush=True,
     )
     top = list(row["ray_cpu_ms_per_step"].items())[:RAY_KINDS_SHOWN]
-    print("    Ray's CPU ms per step: " + ", ".join(f"{k} {v:.0f}" for k, v in top), flush=True)
+    print("    Ray's CPU ms per step: " + ", ".join(f"{k} {_ms(v)}" for k, v in top), flush=True)
     for phase, share in row.get("profile", {}).items():
         print(f"    {share:6.1%} {1e3 * share * row['step_s']:7.1f} ms  {phase}", flush=True)
 
@@ -66,3 +67,7 @@ def plot(results: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def _ms(value: float) -> str:
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
