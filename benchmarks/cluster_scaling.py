@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -57,7 +59,9 @@ MEMORY_MARGIN_MB = 1500  # free memory kept for everything else on the shared ma
 NODE_ATTEMPTS = 3  # starts of one ray node before the benchmark gives up
 
 
-def job_spec(num_workers: int, outer_steps: int, batch: int | None = None):
+def job_spec(
+    num_workers: int, outer_steps: int, batch: int | None = None, max_staleness: int | None = None
+):
     """A job whose estimates are the sleeping worker's (the task only shapes the learner)."""
     from services.generated.star.v1 import job_pb2
 
@@ -75,6 +79,8 @@ def job_spec(num_workers: int, outer_steps: int, batch: int | None = None):
     spec.estimator.num_pairs = 1
     if batch is not None:
         spec.estimates_per_step = batch
+    if max_staleness is not None:
+        spec.max_staleness = max_staleness
     return spec
 
 
@@ -116,6 +122,11 @@ def run_job(stub, spec, discard: int, measured: int, out: Path, profile_s: float
         "estimates_per_s": sum(estimates[discard + 1 : end + 1]) / seconds,
         "step_s": seconds / measured,
         "learner_step_s": sorted(walls[discard + 1 : end + 1])[measured // 2],
+        "step_walls_s": [
+            round(b - a, 4)
+            for a, b in zip(times[discard:end], times[discard + 1 : end + 1], strict=True)
+        ],
+        "learner_walls_s": [round(w, 4) for w in walls[discard + 1 : end + 1]],
         "startup_s": times[discard] - t0,
         "cpu_ms_per_step": {
             ("workers" if k == "compute" else k): 1e3 * v / measured
@@ -174,6 +185,9 @@ def enough_memory(workers: int) -> bool:
 
 
 def measure_scaling(cluster, args, out: Path) -> dict:
+    """Per estimate cost, a job per N (the largest one profiled after its measured steps), then
+    N = 1 again: throughput(1) is the better of the two (the load of the machine changes over
+    a sweep; the better one is the cost with the least of it, and gives the lower efficiency)."""
     from sleep_worker import sleeping_worker
 
     results: dict = {}
@@ -183,16 +197,24 @@ def measure_scaling(cluster, args, out: Path) -> dict:
         rows = results.setdefault(str(cost), {})
         with Service(cluster, args.work / f"data-{cost}", sleeping_worker(cost)) as stub:
             print(f"estimate cost {cost} s ({measured} outer steps measured):", flush=True)
-            for n in args.workers:
+            for n in [*args.workers, 1]:
                 if not enough_memory(n):
                     continue
                 last = n == max(args.workers)
                 steps = discard + measured + (extra if last else 0) + 1
                 spec = job_spec(n, steps)
                 row = run_job(stub, spec, discard, measured, out, args.profile_s if last else 0)
-                rows[str(n)] = row
-                row["efficiency"] = row["estimates_per_s"] / (n * rows["1"]["estimates_per_s"])
-                print_row(f"N = {n} (efficiency {row['efficiency']:.2f})", row)
+                row["of_ideal"] = row["estimates_per_s"] * cost / n
+                if str(n) in rows:
+                    rows[str(n)]["again"] = row
+                else:
+                    rows[str(n)] = row
+                print_row(f"N = {n} ({row['of_ideal']:.2f} of N / cost)", row)
+        base = max(
+            rows["1"]["estimates_per_s"], rows["1"].get("again", {}).get("estimates_per_s", 0)
+        )
+        for n, row in rows.items():
+            row["efficiency"] = row["estimates_per_s"] / (int(n) * base)
     return results
 
 
@@ -209,29 +231,41 @@ def measure_learner_loop(cluster, args) -> list[dict]:
 
 
 def measure_stragglers(cluster, args, out: Path) -> dict:
+    """The straggler runs (see the module docstring), ``--straggler-rounds`` times each,
+    interleaved; each run's throughput relative to the no-straggler run of its round."""
     from sleep_worker import sleeping_worker
 
     n, cost = args.straggler_workers, args.straggler_cost
     measured = max(args.min_steps, round(args.window_s / cost))
     steps = args.discard + measured + 1
-    runs = {
-        "no straggler": (sleeping_worker(cost), None),
-        "no straggler, estimates_per_step = N - 1": (sleeping_worker(cost), n - 1),
-        "one worker 5x slower": (sleeping_worker(cost, 0, SLOW_FACTOR), None),
-        "one worker 5x slower, estimates_per_step = N - 1": (
-            sleeping_worker(cost, 0, SLOW_FACTOR),
-            n - 1,
-        ),
+    slow = sleeping_worker(cost, 0, SLOW_FACTOR)
+    lag = math.ceil(SLOW_FACTOR)  # outer steps a slow estimate lags behind
+    runs = {  # label -> (worker class, estimates_per_step, max_staleness)
+        "no straggler": (sleeping_worker(cost), None, None),
+        "no straggler, estimates_per_step = N - 1": (sleeping_worker(cost), n - 1, None),
+        "one worker 5x slower": (slow, None, None),
+        "one worker 5x slower, estimates_per_step = N - 1": (slow, n - 1, None),
+        f"one worker 5x slower, N - 1, max_staleness = {lag}": (slow, n - 1, lag),
+        "one worker 5x slower, estimates_per_step = N - 2": (slow, n - 2, None),
     }
     print(f"stragglers: N = {n}, estimate cost {cost} s:", flush=True)
-    rows = {}
-    for i, (label, (worker_class, batch)) in enumerate(runs.items()):
-        with Service(cluster, args.work / f"data-straggler-{i}", worker_class) as stub:
-            rows[label] = run_job(stub, job_spec(n, steps, batch), args.discard, measured, out)
-        rows[label]["vs no straggler"] = (
-            rows[label]["estimates_per_s"] / rows["no straggler"]["estimates_per_s"]
-        )
-        print_row(f"{label} ({rows[label]['vs no straggler']:.2f}x)", rows[label])
+    rows: dict[str, list[dict]] = {label: [] for label in runs}
+    for round_ in range(args.straggler_rounds):
+        for i, (label, (worker_class, batch, staleness)) in enumerate(runs.items()):
+            spec = job_spec(n, steps, batch, staleness)
+            with Service(cluster, args.work / f"data-straggler-{round_}-{i}", worker_class) as stub:
+                row = run_job(stub, spec, args.discard, measured, out)
+            row["vs no straggler"] = (
+                row["estimates_per_s"] / rows["no straggler"][-1]["estimates_per_s"]
+                if rows["no straggler"]
+                else 1.0
+            )
+            rows[label].append(row)
+            print_row(f"round {round_ + 1}, {label} ({row['vs no straggler']:.2f}x)", row)
+    for label, runs_of in rows.items():
+        ratios = ", ".join(f"{r['vs no straggler']:.2f}" for r in runs_of)
+        median = statistics.median(r["vs no straggler"] for r in runs_of)
+        print(f"{label}: {median:.2f}x the job without a straggler (rounds: {ratios})")
     return rows
 
 
@@ -244,6 +278,7 @@ QUICK = {
     "workers": [1, 4, 16, 64],
     "loop_rounds": 8,
     "repeats": 3,
+    "straggler_rounds": 1,
 }
 APPLY_SIZES = [203, 1 << 14, 1 << 18, 1 << 20]  # theta elements (203: STAR's own theta)
 APPLY_COUNTS = [1, 8, 64, 256]  # estimates per outer step
@@ -263,6 +298,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cpus-per-node", type=int, default=16)
     parser.add_argument("--straggler-workers", type=int, default=16)
     parser.add_argument("--straggler-cost", type=float, default=0.25)
+    parser.add_argument("--straggler-rounds", type=int, default=2)
     parser.add_argument("--loop-workers", type=int, default=64, help="workers of the loop test")
     parser.add_argument("--loop-rounds", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5, help="timings per apply figure")

@@ -26,13 +26,20 @@ def print_row(label: str, row: dict) -> None:
 
 
 def report(results: dict, args) -> None:
-    print("\n| N | " + " | ".join(f"efficiency, {c} s estimates" for c in args.costs) + " |")
-    print("|---:" + "|---:" * len(args.costs) + "|")
+    """The Markdown table of every cost: efficiency, throughput over N / cost (the ideal), and
+    the wall time of an outer step; then the targets at the largest N."""
+    head = " | ".join(f"{c} s: efficiency | of N / cost | ms per step" for c in args.costs)
+    print(f"\n| N | {head} |")
+    print("|---:" + "|---:|---:|---:" * len(args.costs) + "|")
     for n in args.workers:
-        cells = [
-            f"{results[str(c)].get(str(n), {}).get('efficiency', float('nan')):.2f}"
-            for c in args.costs
-        ]
+        cells = []
+        for cost in args.costs:
+            row = results[str(cost)].get(str(n))
+            if row is None:
+                cells.append("- | - | -")
+                continue
+            ms = 1e3 * row["step_s"]
+            cells.append(f"{row['efficiency']:.2f} | {row['of_ideal']:.2f} | {ms:.0f}")
         print(f"| {n} | " + " | ".join(cells) + " |")
     top = str(max(args.workers))
     for cost in args.costs:
