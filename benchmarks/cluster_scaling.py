@@ -255,11 +255,9 @@ def measure_stragglers(cluster, args, out: Path) -> dict:
             spec = job_spec(n, steps, batch, staleness)
             with Service(cluster, args.work / f"data-straggler-{round_}-{i}", worker_class) as stub:
                 row = run_job(stub, spec, args.discard, measured, out)
-            row["vs no straggler"] = (
-                row["estimates_per_s"] / rows["no straggler"][-1]["estimates_per_s"]
-                if rows["no straggler"]
-                else 1.0
-            )
+            if label == "no straggler":
+                baseline = row["estimates_per_s"]
+            row["vs no straggler"] = row["estimates_per_s"] / baseline
             rows[label].append(row)
             print_row(f"round {round_ + 1}, {label} ({row['vs no straggler']:.2f}x)", row)
     for label, runs_of in rows.items():
