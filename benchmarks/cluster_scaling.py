@@ -7,28 +7,32 @@ than the machine has; no pinning), and an in-process service joined to it
 ``sleep_worker.SleepingWorker``: each estimate sleeps a set time and costs no CPU, so anything
 below perfect scaling is what the learner, Ray and the service add.
 
-For each estimate cost (``--costs``, 0.25 s and 2 s) and N in ``--workers`` (1 .. 64) a job
-is submitted through the gRPC API and followed with WatchJob. Throughput = estimates averaged
-per second over the steady state: the first ``discard`` outer steps (actor start-up) are
-dropped, then the estimates of the next ``steps`` outer steps over the wall time between their
-METRICS events. efficiency(N) = throughput(N) / (N x throughput(1)). Targets at 64 workers:
->= 0.9 for 2 s estimates, >= 0.8 for 0.25 s.
+Sections (``--skip`` any of them):
 
-Measured next to it, over the same window: CPU seconds per outer step of the learner, the
-worker actors, Ray's other processes and the service process (``cpu_meter.CpuMeter``); and
-after it, for the largest N, a py-spy profile of the learner (``learner_profile.py``): the
-per-step cost breakdown (waiting for estimates, publish, get, apply, metrics, events).
-
-Stragglers (``--straggler-workers`` N, cost 0.25 s): no slow worker (estimates_per_step
-default, N); one worker 5x slower, default; the same with ``estimates_per_step = N - 1``.
+- ``apply`` and ``loop`` (``learner_loop.py``): the learner's own costs apart from the service,
+  each next to the former code in the same run;
+- ``scaling``: for each estimate cost (``--costs``, 0.25 s and 2 s) and N in ``--workers``
+  (1 .. 64), a job submitted through the gRPC API and followed with WatchJob, then N = 1 again.
+  Throughput = estimates averaged per second over the steady state: the first ``--discard``
+  outer steps (actor start-up) dropped, then the estimates of the next steps over the wall time
+  between their METRICS events. efficiency(N) = throughput(N) / (N x throughput(1)), with the
+  better of the two N = 1 jobs. Targets at 64 workers: >= 0.9 for 2 s estimates, >= 0.8 for
+  0.25 s. Next to it, over the same window: CPU ms per outer step of the learner, the workers,
+  Ray's other processes (by program) and the service process (``cluster_meter.py``); after
+  it, for the largest N, a py-spy profile of the learner (``learner_profile.py``): the per-step
+  cost breakdown (waiting for estimates, submitting, fetching, averaging, events);
+- ``stragglers`` (``--straggler-workers`` N, cost 0.25 s, ``--straggler-rounds`` interleaved
+  rounds): no slow worker, with ``estimates_per_step`` N and N - 1; one worker 5x slower with
+  N, N - 1 (and ``max_staleness`` = its lag) and N - 2.
 
 Writes ``cluster_scaling.json`` and ``cluster_scaling.png`` (efficiency vs N per cost) under
 ``--out``. Every process it starts is stopped in ``finally`` (by process group and session).
+Results and their reading: benchmarks/README.md, "Cluster scaling".
 
 Usage::
 
-    JAX_PLATFORMS=cpu python benchmarks/cluster_scaling.py --out /tmp/scaling          # ~15 min
-    JAX_PLATFORMS=cpu python benchmarks/cluster_scaling.py --quick --out /tmp/scaling  # ~5 min
+    JAX_PLATFORMS=cpu python benchmarks/cluster_scaling.py --out /tmp/scaling          # ~35 min
+    JAX_PLATFORMS=cpu python benchmarks/cluster_scaling.py --quick --out /tmp/scaling  # ~10 min
 """
 
 from __future__ import annotations
