@@ -11,8 +11,9 @@ run on any node.
 
 Each outer step ``s``:
 
-1. theta is published once (``ray.put`` of its numpy leaves, which workers on the same node read
-   without a copy); every idle worker is asked for an estimate of it;
+1. theta is published: its numpy leaves go inside each call when they are small (STAR's theta
+   is 1.3 KB), else they are stored once (``ray.put``) and each call gets the reference; every
+   idle worker is asked for an estimate of it;
 2. estimates are gathered in completion order; one computed from theta of step ``s'`` is used
    when ``s - s' <= max_staleness``; worker ``w`` computes at most one estimate per step (its
    key is that of ``(seed, s, w)``);
@@ -55,7 +56,8 @@ class LearnerActor:
 
     spec: the job's ``TrainingSpec``; worker_options: the workers' Ray options
     (``services.cluster.placement``); resume / warm_start: checkpoint bytes; worker_class: the
-    worker actor class (None: ``WorkerActor``; benchmarks plug in a stand-in estimator here).
+    worker actor class (None: ``WorkerActor``; benchmarks plug in a stand-in estimator here;
+    one with ``CONFIG_AS_DICT = True`` gets ``config.to_dict()`` instead of the config).
     """
 
     def __init__(
@@ -114,12 +116,17 @@ class LearnerActor:
 
         from services.cluster.worker import WorkerActor
 
-        remote = ray.remote(self.worker_class or WorkerActor)
+        worker_class = self.worker_class or WorkerActor
+        remote = ray.remote(worker_class)
         options = {"max_restarts": WORKER_MAX_RESTARTS, **self.worker_options}
+        # A stand-in worker class that must not import JAX (benchmarks/sleep_worker.py) takes
+        # the config as a plain dict: unpickling a MetaTrainConfig imports star_core and JAX.
+        as_dict = getattr(worker_class, "CONFIG_AS_DICT", False)
+        config = self.config.to_dict() if as_dict else self.config
 
         def spawn(index: int) -> Any:
             name = worker_name(self.job_id, index)
-            return runtime.create_named(remote, name, self.config, index, **options)
+            return runtime.create_named(remote, name, config, index, **options)
 
         return WorkerPool(
             RayBackend(), spawn, self.spec.distributed.num_workers, WORKER_MAX_RESTARTS

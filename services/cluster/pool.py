@@ -6,9 +6,14 @@ on Ray in the learner actor (:class:`RayBackend`).
 
 Rules:
 
-- **One estimate per worker per step.** ``publish(theta_ref, s)`` makes theta of step ``s``
+- **One estimate per worker per step.** ``publish(theta, s)`` makes theta of step ``s``
   current; every idle worker that has not answered for ``s`` yet is asked for an estimate of
   it. A worker that answers for an older theta is asked again at once with the current one.
+- **Theta by value when small.** A theta of at most ``inline_bytes`` travels inside each call
+  (Ray copies such an argument into the call); a larger one is stored once per step (``put``)
+  and every call gets the reference. Resolving a reference costs each worker a round trip to
+  its node's object store, and a pull when theta lives on another node: for the 1.3 KB theta of
+  STAR, twice the worker's CPU per call (benchmarks/README.md, "Cluster scaling").
 - **Staleness.** An estimate computed from theta of step ``s'`` is used at step ``s`` when
   ``s - s' <= max_staleness``, dropped and counted otherwise.
 - **Completion order.** Estimates are taken as they finish: one ``wait`` for the first, a
@@ -35,6 +40,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+import numpy as np
+
 logger = logging.getLogger(__name__)
 
 # Seconds one wait blocks before the pool checks for a stop request and the straggler clock.
@@ -43,6 +50,10 @@ WAIT_SLICE_S = 1.0
 STRAGGLER_TIMEOUT_S = 60.0
 # Seconds to wait for the workers to report where they run.
 PLACEMENT_TIMEOUT_S = 600.0
+# Bytes of theta's leaves up to which theta is sent inside each call rather than stored once
+# with put: under Ray's max_direct_call_object_size (100 KiB), above which Ray would store the
+# argument of every call on its own.
+INLINE_THETA_BYTES = 64 * 1024
 
 
 class WorkerLost(Exception):
@@ -117,12 +128,14 @@ class WorkerPool:
         *,
         slice_s: float = WAIT_SLICE_S,
         straggler_timeout_s: float = STRAGGLER_TIMEOUT_S,
+        inline_bytes: int = INLINE_THETA_BYTES,
     ):
         self.backend = backend
         self.actors = [spawn(index) for index in range(size)]
         self.max_restarts = max_restarts
         self.slice_s = slice_s
         self.straggler_timeout_s = straggler_timeout_s
+        self.inline_bytes = inline_bytes
         self.in_flight: dict[Any, int] = {}  # estimate ref -> worker index
         self.answered: dict[int, int] = {}  # worker index -> step of its last estimate
         self.lost: set[int] = set()  # failed; waiting for a restarted actor's first answer
@@ -131,7 +144,7 @@ class WorkerPool:
         # Finished calls fetched together but not needed by the step that fetched them: the
         # next step takes them first (stale by one step, as if they had finished later).
         self.backlog: collections.deque[tuple[str, Any]] = collections.deque()
-        self.theta_ref: Any = None
+        self.theta_arg: Any = None  # theta itself, or the reference put returned
         self.step = -1
 
     @property
@@ -159,8 +172,10 @@ class WorkerPool:
         return found
 
     def publish(self, theta: Any, step: int) -> None:
-        """Make theta of ``step`` current (stored once); idle workers start on it."""
-        self.theta_ref, self.step = self.backend.put(theta), step
+        """Make theta of ``step`` current (by value, or stored once when it is larger than
+        ``inline_bytes``); idle workers start on it."""
+        inline = leaf_bytes(theta) <= self.inline_bytes
+        self.theta_arg, self.step = (theta if inline else self.backend.put(theta)), step
         busy = set(self.in_flight.values())
         for index in range(self.size):
             if index in busy or index in self.gone:
@@ -169,7 +184,7 @@ class WorkerPool:
                 self._submit(index)
 
     def _submit(self, index: int) -> None:
-        ref = self.actors[index].estimate.remote(self.theta_ref, self.step)
+        ref = self.actors[index].estimate.remote(self.theta_arg, self.step)
         self.in_flight[ref] = index
 
     def gather(self, batch: int, max_staleness: int, stop: threading.Event) -> Gathered:
@@ -259,3 +274,12 @@ def _last_line(text: str) -> str:
     """The last line of a traceback: the exception raised and its message."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else text
+
+
+def leaf_bytes(tree: Any) -> int:
+    """Bytes of the array leaves of a tree of dicts, lists and tuples (theta's numpy leaves)."""
+    if isinstance(tree, dict):
+        return sum(leaf_bytes(value) for value in tree.values())
+    if isinstance(tree, list | tuple):
+        return sum(leaf_bytes(value) for value in tree)
+    return int(np.asarray(tree).nbytes)

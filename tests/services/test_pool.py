@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 
-from services.cluster.pool import WorkerCannotStart, WorkerLost, WorkerPool
+from services.cluster.pool import (
+    INLINE_THETA_BYTES,
+    WorkerCannotStart,
+    WorkerLost,
+    WorkerPool,
+    leaf_bytes,
+)
 
 SLICE_S = 1.0
 STRAGGLER_S = 5.0
 
 
 class Call:
-    """One in-flight ``estimate`` call: worker, the step of its theta, its result when done."""
+    """One in-flight ``estimate`` call: worker, its theta argument and step, its result when
+    done."""
 
-    def __init__(self, worker: int, step: int):
-        self.worker, self.step = worker, step
+    def __init__(self, worker: int, theta, step: int):
+        self.worker, self.theta, self.step = worker, theta, step
         self.result = None  # ("ok", value) or ("lost", None) once finished
 
 
@@ -83,16 +91,18 @@ class StandInRay:
 class Actor:
     def __init__(self, ray: StandInRay, index: int):
         self.index = index
-        self.estimate = self  # actor.estimate.remote(theta_ref, step)
+        self.estimate = self  # actor.estimate.remote(theta, step)
         self._ray = ray
 
-    def remote(self, theta_ref, step):
-        call = Call(self.index, step)
+    def remote(self, theta, step):
+        call = Call(self.index, theta, step)
         self._ray.calls.append(call)
         return call
 
 
-def make_pool(workers: int, max_restarts: int = 3) -> tuple[WorkerPool, StandInRay]:
+def make_pool(
+    workers: int, max_restarts: int = 3, inline_bytes: int = INLINE_THETA_BYTES
+) -> tuple[WorkerPool, StandInRay]:
     ray = StandInRay()
     pool = WorkerPool(
         ray,
@@ -101,6 +111,7 @@ def make_pool(workers: int, max_restarts: int = 3) -> tuple[WorkerPool, StandInR
         max_restarts,
         slice_s=SLICE_S,
         straggler_timeout_s=STRAGGLER_S,
+        inline_bytes=inline_bytes,
     )
     return pool, ray
 
@@ -108,7 +119,7 @@ def make_pool(workers: int, max_restarts: int = 3) -> tuple[WorkerPool, StandInR
 def test_each_worker_gets_theta_once_per_step_and_the_batch_is_gathered():
     pool, ray = make_pool(3)
     pool.publish({"w": 0.0}, 0)
-    assert [c.worker for c in ray.calls] == [0, 1, 2] and len(ray.puts) == 1
+    assert [c.worker for c in ray.calls] == [0, 1, 2]
     for worker in (2, 0, 1):
         ray.finish(worker, grad=float(worker))
     got = pool.gather(3, 1, threading.Event())
@@ -117,6 +128,23 @@ def test_each_worker_gets_theta_once_per_step_and_the_batch_is_gathered():
     # Every worker answered for step 0: publishing step 0 again asks nobody.
     pool.publish({"w": 0.0}, 0)
     assert len(ray.calls) == 3
+
+
+def test_a_small_theta_goes_by_value_and_a_large_one_is_put_once_per_step():
+    small = {"mlp": np.zeros(10, np.float32), "scale": np.zeros((), np.float32)}  # 44 bytes
+    pool, ray = make_pool(3, inline_bytes=44)
+    pool.publish(small, 0)
+    assert ray.puts == [] and all(c.theta is small for c in ray.calls)
+    large = {"mlp": np.zeros(11, np.float32), "scale": np.zeros((), np.float32)}  # 48 bytes
+    pool, ray = make_pool(3, inline_bytes=44)
+    pool.publish(large, 0)
+    assert ray.puts == [large] and {c.theta for c in ray.calls} == {("theta", 0)}
+    for worker in range(3):
+        ray.finish(worker)
+    pool.gather(3, 1, threading.Event())
+    pool.publish(large, 1)  # one put per step, whatever the number of workers
+    assert len(ray.puts) == 2 and {c.theta for c in ray.calls[3:]} == {("theta", 1)}
+    assert leaf_bytes(large) == 48 and leaf_bytes([small, (small,)]) == 88
 
 
 def test_an_estimate_older_than_max_staleness_is_dropped_and_counted():

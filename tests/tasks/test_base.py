@@ -49,7 +49,7 @@ def test_masked_token_cross_entropy_ignores_masked_positions():
 
 
 def test_get_rejects_unknown_tasks_fields_and_values():
-    with pytest.raises(ValueError, match="task must be one of"):
+    with pytest.raises(ValueError, match="unknown task .mnist_mlp.; allowed: "):
         tasks.get("mnist_mlp")
     with pytest.raises(ValueError, match="no field 'lr'.*allowed fields"):
         tasks.get("digits_mlp", lr=0.1)

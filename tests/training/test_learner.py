@@ -51,6 +51,26 @@ def test_apply_averages_the_finite_estimates_and_drops_the_others_one_by_one(lea
     assert info.grad_norm == pytest.approx(expected_norm, rel=1e-6)
 
 
+def test_apply_drops_each_estimate_with_one_non_finite_element_among_many(learner):
+    state = learner.init()
+    estimates = [_scaled(state.theta, 0.1 * (i % 3)) for i in range(12)]
+    # One bad element in a different leaf of three estimates; the nine others average to 0.1.
+    for i, position in ((0, 0), (4, -1), (8, 3)):
+        leaves, treedef = jax.tree.flatten(estimates[i])
+        leaves[position] = (
+            leaves[position].reshape(-1).at[0].set(jnp.inf).reshape(leaves[position].shape)
+        )
+        estimates[i] = jax.tree.unflatten(treedef, leaves)
+    mixed, info = learner.apply(state, estimates)
+    averaged, _ = learner.apply(state, [_scaled(state.theta, 0.1)])
+    assert info.used == 9 and info.dropped == 3 and mixed.dropped == 3
+    np.testing.assert_allclose(
+        np.concatenate([np.ravel(x) for x in jax.tree.leaves(mixed.theta)]),
+        np.concatenate([np.ravel(x) for x in jax.tree.leaves(averaged.theta)]),
+        rtol=1e-6,
+    )
+
+
 def test_apply_with_no_finite_estimate_only_counts(learner):
     state = learner.init()
     bad = jax.tree.map(lambda x: jnp.full_like(x, jnp.inf), state.theta)
