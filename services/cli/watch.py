@@ -89,6 +89,8 @@ def watch_job(client: StarClient, job_id: str) -> Any:
             view.show(last)
     finally:
         view.close()
+    if last is None:  # cannot be: StarClient.watch ends with the job's last event or raises
+        raise ClientError(f"job {job_id}: the watch ended without an event", SERVER_ERROR_EXIT)
     job, state, reason = (
         client.get_job(job_id),
         state_name(last.state_change.to_state),

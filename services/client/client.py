@@ -27,11 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.client.connection import DEFAULT_TIMEOUT_S, call_metadata, open_channel
 from services.client.errors import from_rpc_error
-from services.client.names import (
-    JOB_STATE_PREFIX,
-    OVERLAP_POLICY_PREFIX,
-    enum_value,
-)
+from services.client.names import overlap_policy_value, state_value
 from services.client.specs import job_spec
 from services.client.streams import Fetched, Progress, RetryPolicy, download, follow
 from services.generated.star.v1 import job_pb2, schedule_pb2, service_pb2, service_pb2_grpc
@@ -131,7 +127,7 @@ class StarClient:
     ) -> Iterator[job_pb2.Job]:
         """Jobs newest first, across pages, up to ``limit`` (None: all); ``states`` filters by
         state (``"running"``, ``job_pb2.JOB_STATE_RUNNING`` or ``JobState.RUNNING``)."""
-        values = [enum_value(job_pb2.JobState, JOB_STATE_PREFIX, s, "job state") for s in states]
+        values = [state_value(s) for s in states]
 
         def request(**page: Any) -> service_pb2.ListJobsRequest:
             return service_pb2.ListJobsRequest(states=values, **page)
@@ -231,9 +227,7 @@ class StarClient:
             cron=cron,
             timezone=timezone,
             template=job_spec(template),
-            overlap_policy=enum_value(
-                schedule_pb2.OverlapPolicy, OVERLAP_POLICY_PREFIX, overlap, "overlap policy"
-            ),
+            overlap_policy=overlap_policy_value(overlap),
             warm_start_from_previous=warm_start_from_previous,
             paused=paused,
         )
@@ -270,7 +264,8 @@ class StarClient:
         ``timeout`` for a server to listen instead of failing UNAVAILABLE at once."""
         request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
         try:
-            answer = health_pb2_grpc.HealthStub(self._channel).Check(
+            # the stubs leave out the methods HealthStub's __init__ sets
+            answer = health_pb2_grpc.HealthStub(self._channel).Check(  # type: ignore[attr-defined]
                 request,
                 timeout=self.timeout if timeout is None else timeout,
                 wait_for_ready=wait_for_ready,

@@ -1,15 +1,19 @@
 """The API's enum values as the short names people read and type, both ways.
 
 ``JOB_STATE_RUNNING`` is shown as ``RUNNING``, ``JOB_KIND_TRAINING`` as ``training``,
-``OVERLAP_POLICY_CANCEL_PREVIOUS`` as ``cancel_previous``; :func:`enum_value` reads such a name
-back (any case, with or without the prefix, or the number itself). Code above the client (the
-``star`` CLI) names states and policies through these functions instead of importing the
-generated protobuf modules, which only the API layer and the client import.
+``OVERLAP_POLICY_CANCEL_PREVIOUS`` as ``cancel_previous``; :func:`state_value` and
+:func:`overlap_policy_value` read such a name back (any case, with or without the prefix, the
+number itself, or a ``services.domain`` enum member). Code above the client (the ``star`` CLI)
+names states and policies through these functions instead of importing the generated protobuf
+modules, which only the API layer and the client import.
+
+protoc's type stubs give an enum field the type of its enum class, whose values are plain ints
+at run time: the values read back are cast to that class.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from services.generated.star.v1 import job_pb2, schedule_pb2
 
@@ -20,7 +24,7 @@ LOG_LEVEL_PREFIX = "LOG_LEVEL_"
 OVERLAP_POLICY_PREFIX = "OVERLAP_POLICY_"
 
 
-def enum_value(enum: Any, prefix: str, value: Any, what: str) -> int:
+def _enum_value(enum: Any, prefix: str, value: Any, what: str) -> int:
     """An enum value of ``enum`` from its number, its name with or without ``prefix``, in any
     case, or an object with such a ``.name`` (e.g. ``services.domain.JobState.RUNNING``);
     ValueError naming ``what`` and the allowed names otherwise."""
@@ -34,6 +38,19 @@ def enum_value(enum: Any, prefix: str, value: Any, what: str) -> int:
     if name not in allowed:
         raise ValueError(f"unknown {what} {value!r} (one of {', '.join(allowed).lower()})")
     return enum.Value(prefix + name)
+
+
+def state_value(value: Any) -> job_pb2.JobState:
+    """``"running"``, ``"JOB_STATE_RUNNING"``, ``JobState.RUNNING`` or 2 -> 2."""
+    return cast(
+        job_pb2.JobState, _enum_value(job_pb2.JobState, JOB_STATE_PREFIX, value, "job state")
+    )
+
+
+def overlap_policy_value(value: Any) -> schedule_pb2.OverlapPolicy:
+    """``"cancel_previous"``, ``OverlapPolicy.CANCEL_PREVIOUS``, ... -> its number."""
+    number = _enum_value(schedule_pb2.OverlapPolicy, OVERLAP_POLICY_PREFIX, value, "overlap policy")
+    return cast(schedule_pb2.OverlapPolicy, number)
 
 
 def state_name(value: int) -> str:

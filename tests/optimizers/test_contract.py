@@ -93,11 +93,13 @@ def contract_run(name):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_second_update_call_does_not_recompile(name):
     assert contract_run(name)["num_traces"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_updates_are_finite_with_the_params_shapes_and_dtypes(name):
     run = contract_run(name)
@@ -126,6 +128,7 @@ def test_decreases_a_quadratic(name):
     assert run["final_loss"] < 0.9 * run["loop_losses"][0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LEARNED)
 def test_vmap_over_thetas_equals_separate_calls(name):
     opt = optimizers.get(name)

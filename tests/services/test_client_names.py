@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 
 from services.client.names import (
-    JOB_STATE_PREFIX,
-    OVERLAP_POLICY_PREFIX,
-    enum_value,
     kind_name,
     log_level_name,
     overlap_policy_name,
+    overlap_policy_value,
     state_name,
+    state_value,
 )
 from services.domain import JobState, OverlapPolicy
 from services.generated.star.v1 import job_pb2, schedule_pb2
@@ -24,28 +23,28 @@ def test_short_names_of_each_enum():
     assert overlap_policy_name(schedule_pb2.OVERLAP_POLICY_CANCEL_PREVIOUS) == "cancel_previous"
 
 
-@pytest.mark.parametrize("state", [s for s in JobState])
+@pytest.mark.parametrize("state", list(JobState))
 def test_every_domain_state_reads_back_through_its_short_name(state):
-    value = enum_value(job_pb2.JobState, JOB_STATE_PREFIX, state, "job state")
+    value = state_value(state)
+    assert value == job_pb2.JobState.Value(f"JOB_STATE_{state.name}")
     assert state_name(value) == state.name
-    assert enum_value(job_pb2.JobState, JOB_STATE_PREFIX, state.name.lower(), "") == value
+    assert state_value(state.name.lower()) == state_value(f"JOB_STATE_{state.name}") == value
+    assert state_value(int(value)) == value
 
 
-@pytest.mark.parametrize("policy", [p for p in OverlapPolicy])
+@pytest.mark.parametrize("policy", list(OverlapPolicy))
 def test_every_overlap_policy_reads_back_through_its_short_name(policy):
-    value = enum_value(schedule_pb2.OverlapPolicy, OVERLAP_POLICY_PREFIX, policy, "policy")
-    assert (
-        enum_value(
-            schedule_pb2.OverlapPolicy, OVERLAP_POLICY_PREFIX, overlap_policy_name(value), ""
-        )
-        == value
-    )
+    value = overlap_policy_value(policy)
+    assert value == schedule_pb2.OverlapPolicy.Value(f"OVERLAP_POLICY_{policy.name}")
+    assert overlap_policy_value(overlap_policy_name(value)) == value
 
 
 def test_unknown_names_and_numbers_are_refused_with_the_allowed_ones():
     with pytest.raises(ValueError, match="unknown job state 'sleeping' \\(one of pending"):
-        enum_value(job_pb2.JobState, JOB_STATE_PREFIX, "sleeping", "job state")
+        state_value("sleeping")
     with pytest.raises(ValueError, match="unknown job state 99"):
-        enum_value(job_pb2.JobState, JOB_STATE_PREFIX, 99, "job state")
+        state_value(99)
     with pytest.raises(ValueError, match="unknown job state 'unspecified'"):
-        enum_value(job_pb2.JobState, JOB_STATE_PREFIX, "unspecified", "job state")
+        state_value("unspecified")
+    with pytest.raises(ValueError, match="unknown overlap policy 'wait' \\(one of skip"):
+        overlap_policy_value("wait")
