@@ -23,7 +23,8 @@ session's Ray (the ``ray_session`` fixture, so also ``running_service`` and ``cl
 every test under ``tests/cluster``; other tests that start processes are marked in their module.
 A test without the marker that starts a process anyway (``subprocess``, ``os.fork``,
 ``os.posix_spawn``, ``os.system``, ``os.exec*``, a multiprocessing spawn) fails with the command
-it ran, so the fast selection stays free of processes.
+it ran, so the fast selection stays free of processes (a library's own helper, such as
+matplotlib's fc-list, is not counted: ``LIBRARY_HELPERS``).
 """
 
 from __future__ import annotations
@@ -58,6 +59,10 @@ PROCESS_FOLDERS = ("cluster",)
 PROCESS_EVENTS = frozenset(
     {"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.system", "os.exec"}
 )
+# Helpers a library runs once per session by itself, whichever test comes first: matplotlib
+# lists the system's fonts with fc-list when it builds its font cache (in the session's fresh
+# XDG_CACHE_HOME).
+LIBRARY_HELPERS = frozenset({"fc-list"})
 
 _root = pytest.StashKey[Path]()
 _saved = pytest.StashKey[dict]()
@@ -123,7 +128,10 @@ class ProcessGuard:
         self.started: list[str] = []
 
     def audit(self, event: str, args: tuple) -> None:
-        if self.unmarked and event in PROCESS_EVENTS:
+        if not self.unmarked or event not in PROCESS_EVENTS:
+            return
+        program = os.path.basename(str(args[0])) if args else ""
+        if program not in LIBRARY_HELPERS:
             self.started.append(f"{event} {' '.join(map(str, args[:2]))}"[:300])
 
 

@@ -8,7 +8,7 @@ import pytest
 from services.cli.main import main
 
 
-@pytest.mark.processes  # matplotlib's first font cache runs fc-list
+@pytest.mark.slow
 def test_figures_quick_writes_pngs_and_json(tmp_path, capsys):
     out = tmp_path / "nqm"
     assert main(["nqm", "figures", "--out", str(out), "--quick"]) == 0
