@@ -1,6 +1,9 @@
 # Two commands do all set-up on a fresh machine:
 #   make demo   installs STAR into .venv and runs the main job on the embedded default
-#   make test   installs STAR into .venv and runs lint, the dependency contracts and the tests
+#   make test   installs STAR into .venv and runs lint (ruff, the dependency contracts, mypy)
+#               and every test
+#   make test-fast   the tests that start neither Ray nor any other process and take under a
+#               second or two each (no lint): a quick answer while working, not a substitute
 # (.ci/run calls `make test`.)
 # Installs use constraints.txt, the exact versions the tests last passed with, so that a fresh
 # clone gets a tested set. After adding or bumping a dependency in pyproject.toml, install it
@@ -13,7 +16,7 @@ BIN := $(VENV)/bin
 OUT ?= results
 export JAX_PLATFORMS ?= cpu
 
-.PHONY: install demo nqm test lint proto constraints
+.PHONY: install demo nqm test test-fast lint proto constraints
 
 $(BIN)/star: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +50,13 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 # The test session is hermetic (tests/conftest.py): an empty home and data directory of its own.
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Markers (tests/conftest.py, pyproject.toml): `processes` starts Ray or another process,
+# `slow` takes seconds (JAX compilations, real training).
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not processes and not slow" $(PYTEST_ARGS)

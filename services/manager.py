@@ -182,10 +182,12 @@ class JobManager:
     def make_runner(self, job: Job) -> Runner:
         """The runner of a stored job (ValueError / ConfigError for a spec that does not parse)."""
         if job.kind is JobKind.TRAINING:
-            spec = TrainingSpec.from_json(job.spec_json)
-            return TrainingRunner(self.store, self.checkpoints, job.job_id, spec, self.worker_class)
-        spec = EvaluationJobSpec.from_json(job.spec_json)
-        return EvaluationRunner(self.store, self.checkpoints, job.job_id, spec)
+            training = TrainingSpec.from_json(job.spec_json)
+            return TrainingRunner(
+                self.store, self.checkpoints, job.job_id, training, self.worker_class
+            )
+        evaluation = EvaluationJobSpec.from_json(job.spec_json)
+        return EvaluationRunner(self.store, self.checkpoints, job.job_id, evaluation)
 
     async def _launch(self, job: Job) -> None:
         try:

@@ -13,10 +13,18 @@ Optimization: Stability, Robustness, and Inductive Biases", NeurIPS 2022):
 Nothing here imports Ray, gRPC or protobuf, and nothing is read or downloaded at import.
 """
 
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # optax is imported on first use (see load_optimizer)
+    import optax
+
 __version__ = "0.1.0"
 
 
-def load_optimizer(path):
+def load_optimizer(path: str | os.PathLike) -> optax.GradientTransformation:
     """The meta-trained optimizer saved at ``path`` (a checkpoint file or a meta-training output
     folder) as an ``optax.GradientTransformation``::
 

@@ -16,12 +16,23 @@ session gets a temporary folder of its own, removed at the end, and points at it
   on purpose, outside the home (matplotlib creates both XDG folders and caches its font list;
   pip asks ``rustc --version`` for its user agent, and rustup's ``rustc``, where installed,
   writes its settings into ``RUSTUP_HOME``, by default ``~/.rustup``).
+
+Tests that start Ray or any other process carry the ``processes`` marker, which ``make
+test-fast`` deselects (``-m "not processes"``). It is applied here to every test that uses the
+session's Ray (the ``ray_session`` fixture, so also ``running_service`` and ``client``) and to
+every test under ``tests/cluster``; other tests that start processes are marked in their module.
+A test without the marker that starts a process anyway (``subprocess``, ``os.fork``,
+``os.posix_spawn``, ``os.system``, ``os.exec*``, a multiprocessing spawn) fails with the command
+it ran, so the fast selection stays free of processes (a library's own helper, such as
+matplotlib's fc-list, is not counted: ``LIBRARY_HELPERS``).
 """
 
 from __future__ import annotations
 
+import multiprocessing.util
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -37,6 +48,21 @@ SESSION_FOLDERS = {
 }
 # Paths listed when the tests wrote into the home (the rest are counted).
 LISTED_PATHS = 20
+
+# The marker of tests that start Ray or other processes (make test-fast deselects it).
+PROCESSES = "processes"
+# Fixtures that start Ray (directly or through the fixtures they use).
+RAY_FIXTURES = frozenset({"ray_session"})
+# Test folders whose every test starts processes (a Ray cluster of its own, star serve).
+PROCESS_FOLDERS = ("cluster",)
+# Audit events of starting a process (sys.audit; multiprocessing's spawn has none, see below).
+PROCESS_EVENTS = frozenset(
+    {"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.system", "os.exec"}
+)
+# Helpers a library runs once per session by itself, whichever test comes first: matplotlib
+# lists the system's fonts with fc-list when it builds its font cache (in the session's fresh
+# XDG_CACHE_HOME).
+LIBRARY_HELPERS = frozenset({"fc-list"})
 
 _root = pytest.StashKey[Path]()
 _saved = pytest.StashKey[dict]()
@@ -80,3 +106,66 @@ def nothing_written_into_the_home():
     listed = ", ".join(written[:LISTED_PATHS])
     more = f" and {len(written) - LISTED_PATHS} more" if len(written) > LISTED_PATHS else ""
     assert not written, f"the tests wrote into their home {home}: {listed}{more}"
+
+
+# ----- tests that start Ray or other processes ---------------------------------------------------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        folder = item.path.relative_to(tests).parts[0]
+        uses_ray = RAY_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if uses_ray or folder in PROCESS_FOLDERS:
+            item.add_marker(PROCESSES)
+
+
+class ProcessGuard:
+    """Records the processes started while a test without the ``processes`` marker runs."""
+
+    def __init__(self) -> None:
+        self.unmarked = False  # the running phase belongs to an unmarked test
+        self.started: list[str] = []
+
+    def audit(self, event: str, args: tuple) -> None:
+        if not self.unmarked or event not in PROCESS_EVENTS:
+            return
+        program = os.path.basename(str(args[0])) if args else ""
+        if program not in LIBRARY_HELPERS:
+            self.started.append(f"{event} {' '.join(map(str, args[:2]))}"[:300])
+
+
+_guard = ProcessGuard()
+sys.addaudithook(_guard.audit)  # hooks cannot be removed; the guard is idle outside tests
+_spawnv_passfds = multiprocessing.util.spawnv_passfds
+
+
+def _audited_spawnv_passfds(path, args, passfds):
+    sys.audit("os.posix_spawn", path, args)  # multiprocessing's spawn raises no event itself
+    return _spawnv_passfds(path, args, passfds)
+
+
+multiprocessing.util.spawnv_passfds = _audited_spawnv_passfds
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    _guard.unmarked = item.get_closest_marker(PROCESSES) is None
+    _guard.started = []
+    try:
+        return (yield)
+    finally:
+        _guard.unmarked = False
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if report.when == "teardown" and _guard.started and report.passed:
+        started = "\n  ".join(_guard.started)
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} started processes without the {PROCESSES!r} marker"
+            f" (make test-fast runs it):\n  {started}"
+        )
+    return report

@@ -11,6 +11,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.processes  # each test imports in a fresh interpreter
+
 # Modules that importing the core or loading an optimizer must not import.
 FORBIDDEN = ("tensorflow_datasets", "google.protobuf", "tensorflow", "ray", "grpc")
 

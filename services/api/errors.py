@@ -28,7 +28,7 @@ import contextlib
 import functools
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -94,8 +94,8 @@ def unary(handler: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any
 
 
 def streaming(
-    handler: Callable[..., AsyncIterator[Any]],
-) -> Callable[..., AsyncIterator[Any]]:
+    handler: Callable[..., AsyncGenerator[Any, None]],
+) -> Callable[..., AsyncGenerator[Any, None]]:
     """Map the exceptions of a server-streaming handler; a cancelled call ends quietly."""
 
     @functools.wraps(handler)
@@ -141,30 +141,37 @@ async def _refuse(context: grpc.aio.ServicerContext, method: str, request: _Malf
     )
 
 
-def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+def _guarded(
+    handler: grpc.RpcMethodHandler, deserializer: Callable[[bytes], Any], method: str
+) -> grpc.RpcMethodHandler:
     """``handler`` with a deserializer that never raises and a behaviour that refuses what
     it could not parse."""
     codecs = {
-        "request_deserializer": _tolerant(handler.request_deserializer),
+        "request_deserializer": _tolerant(deserializer),
         "response_serializer": handler.response_serializer,
     }
-    if handler.unary_unary is not None:
-        inner = handler.unary_unary
+    # The behaviours take the server's grpc.aio context (grpc's stubs say the sync one).
+    inner: Callable[[Any, Any], Any] | None = handler.unary_unary
+    if inner is not None:
+        unary = inner
 
         async def unary_call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             if isinstance(request, _Malformed):
                 await _refuse(context, method, request)
-            result = inner(request, context)
+            result = unary(request, context)
             return await result if inspect.isawaitable(result) else result
 
         return grpc.unary_unary_rpc_method_handler(unary_call, **codecs)
     inner = handler.unary_stream
-    if inspect.isasyncgenfunction(inner):
+    if inner is None:  # not a unary-request method: nothing to guard
+        return handler
+    stream: Callable[[Any, Any], Any] = inner
+    if inspect.isasyncgenfunction(stream):
 
         async def stream_call(request: Any, context: grpc.aio.ServicerContext):
             if isinstance(request, _Malformed):
                 await _refuse(context, method, request)
-            async for message in inner(request, context):
+            async for message in stream(request, context):
                 yield message
 
         return grpc.unary_stream_rpc_method_handler(stream_call, **codecs)
@@ -172,7 +179,7 @@ def _guarded(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandl
     async def writing_call(request: Any, context: grpc.aio.ServicerContext) -> None:
         if isinstance(request, _Malformed):  # a handler that writes with context.write
             await _refuse(context, method, request)
-        await inner(request, context)
+        await stream(request, context)
 
     return grpc.unary_stream_rpc_method_handler(writing_call, **codecs)
 
@@ -183,10 +190,10 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(details)
         if handler is None or handler.request_streaming or handler.request_deserializer is None:
             return handler
-        return _guarded(handler, details.method)
+        return _guarded(handler, handler.request_deserializer, details.method)

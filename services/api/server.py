@@ -69,7 +69,7 @@ async def build_server(
 ) -> RunningServer:
     """Start serving on ``host:port`` (port 0: a free port); see the module docstring.
     AddressInUse when the address cannot be bound."""
-    interceptors = [TokenAuthInterceptor(token)] if token else []
+    interceptors: list[grpc.aio.ServerInterceptor] = [TokenAuthInterceptor(token)] if token else []
     interceptors.append(MalformedRequestInterceptor())  # after auth: no token, no parsing
     server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
     add_to_server(servicer, server)
@@ -87,7 +87,7 @@ async def build_server(
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("--tls-cert and --tls-key go together")
     try:
-        if tls_cert is not None:
+        if tls_cert is not None and tls_key is not None:  # both or neither (checked above)
             credentials = grpc.ssl_server_credentials(
                 [(Path(tls_key).read_bytes(), Path(tls_cert).read_bytes())]
             )

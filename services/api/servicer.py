@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import grpc
@@ -140,7 +140,7 @@ class MetaTrainingServicer(service_pb2_grpc.MetaTrainingServicer):
         )
 
     @streaming
-    async def WatchJob(self, request, context) -> AsyncIterator[job_pb2.JobEvent]:
+    async def WatchJob(self, request, context) -> AsyncGenerator[job_pb2.JobEvent, None]:
         if request.after_seq > MAX_SEQ:
             raise ConfigError("after_seq", f"after_seq must be at most {MAX_SEQ}")
         job = await asyncio.to_thread(self.store.get_job, request.job_id)
@@ -201,7 +201,9 @@ class MetaTrainingServicer(service_pb2_grpc.MetaTrainingServicer):
         )
 
     @streaming
-    async def FetchCheckpoint(self, request, context) -> AsyncIterator[job_pb2.CheckpointChunk]:
+    async def FetchCheckpoint(
+        self, request, context
+    ) -> AsyncGenerator[job_pb2.CheckpointChunk, None]:
         if not request.checkpoint_id:
             raise ConfigError("checkpoint_id", "checkpoint_id is required")
         if self._fetch_streams >= self.max_fetch_streams:
@@ -217,7 +219,7 @@ class MetaTrainingServicer(service_pb2_grpc.MetaTrainingServicer):
         finally:
             self._fetch_streams -= 1
 
-    async def _fetch(self, request: Any) -> AsyncIterator[job_pb2.CheckpointChunk]:
+    async def _fetch(self, request: Any) -> AsyncGenerator[job_pb2.CheckpointChunk, None]:
         record = await asyncio.to_thread(self.store.get_checkpoint, request.checkpoint_id)
         handle = await asyncio.to_thread(self.checkpoints.open, record)
         try:

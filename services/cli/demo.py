@@ -61,23 +61,23 @@ def register(subparsers) -> None:
     parser.set_defaults(handler=run_demo)
 
 
-def demo_spec(outer_steps: int, workers: int) -> Any:
-    """The demo's JobSpec (every other field takes the library's default)."""
-    from services.generated.star.v1 import job_pb2
-
-    spec = job_pb2.JobSpec(
-        tasks=[DEMO_TASK],
-        outer_steps=outer_steps,
-        num_workers=workers,
-        checkpoint_interval=DEMO_CHECKPOINT_INTERVAL,
-        seed=0,
-    )
-    spec.optimizer.kind = "star"
-    spec.estimator.kind = "pes"
-    spec.estimator.horizon = DEMO_HORIZON
-    spec.estimator.truncation_length = DEMO_TRUNCATION
-    spec.estimator.num_pairs = DEMO_PAIRS
-    return spec
+def demo_spec(outer_steps: int, workers: int) -> dict[str, Any]:
+    """The demo's JobSpec in its JSON form (every other field takes the library's default);
+    ``StarClient.submit`` takes it as it is."""
+    return {
+        "tasks": [DEMO_TASK],
+        "outer_steps": outer_steps,
+        "num_workers": workers,
+        "checkpoint_interval": DEMO_CHECKPOINT_INTERVAL,
+        "seed": 0,
+        "optimizer": {"kind": "star"},
+        "estimator": {
+            "kind": "pes",
+            "horizon": DEMO_HORIZON,
+            "truncation_length": DEMO_TRUNCATION,
+            "num_pairs": DEMO_PAIRS,
+        },
+    }
 
 
 def _client_args(address: str) -> argparse.Namespace:

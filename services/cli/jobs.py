@@ -123,8 +123,9 @@ def run_submit(args: argparse.Namespace) -> int:
 
 
 def run_jobs(args: argparse.Namespace) -> int:
-    from services.cli.tables import format_table, format_time, job_kind, job_progress, number
-    from services.cli.tables import state_name as name
+    from services.cli.tables import format_table, format_time, job_progress, number
+    from services.client.names import kind_name
+    from services.client.names import state_name as name
 
     if args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
@@ -133,7 +134,7 @@ def run_jobs(args: argparse.Namespace) -> int:
     rows = [
         (
             j.job_id,
-            job_kind(j),
+            kind_name(j.kind),
             name(j.state),
             job_progress(j),
             j.device or "-",
@@ -151,11 +152,12 @@ def run_jobs(args: argparse.Namespace) -> int:
 
 
 def _describe(job: Any, checkpoints: list[Any]) -> list[tuple[str, str]]:
-    from services.cli.tables import format_time, job_kind, job_progress, state_name
+    from services.cli.tables import format_time, job_progress
+    from services.client.names import kind_name, state_name
 
     rows = [
         ("job", job.job_id),
-        ("kind", job_kind(job)),
+        ("kind", kind_name(job.kind)),
         ("state", state_name(job.state)),
         ("step", job_progress(job)),
         ("device", job.device or "-"),
@@ -204,14 +206,11 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_cancel(args: argparse.Namespace) -> int:
-    from services.cli.tables import state_name
-    from services.generated.star.v1 import job_pb2
+    from services.client.names import state_name
 
     with connect(args) as client:
         job = client.cancel(args.job_id)
-    note = (
-        " (it writes a checkpoint, then stops)" if job.state == job_pb2.JOB_STATE_CANCELLING else ""
-    )
+    note = " (it writes a checkpoint, then stops)" if state_name(job.state) == "CANCELLING" else ""
     print(f"{job.job_id}: {state_name(job.state)}{note}")
     return 0
 

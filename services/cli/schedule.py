@@ -74,12 +74,6 @@ def register(subparsers) -> None:
         parser.set_defaults(handler=run_change, change=name)
 
 
-def _policy_name(value: int) -> str:
-    from services.generated.star.v1 import schedule_pb2
-
-    return schedule_pb2.OverlapPolicy.Name(value).removeprefix("OVERLAP_POLICY_").lower()
-
-
 def _describe(schedule) -> str:
     from services.cli.tables import format_time
 
@@ -107,6 +101,7 @@ def run_add(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     from services.cli.tables import format_table, format_time
+    from services.client.names import overlap_policy_name
 
     if args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
@@ -117,7 +112,7 @@ def run_list(args: argparse.Namespace) -> int:
             s.schedule_id,
             s.cron,
             s.timezone or "UTC",
-            _policy_name(s.overlap_policy),
+            overlap_policy_name(s.overlap_policy),
             "yes" if s.warm_start_from_previous else "no",
             "paused" if s.paused else format_time(s.next_fire_time),
             s.last_job_id or "-",

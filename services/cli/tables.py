@@ -1,4 +1,5 @@
-"""Plain-text output of the client commands: tables, times, states, evaluation summaries."""
+"""Plain-text output of the client commands: tables, times, evaluation summaries (the names
+of states and kinds come from ``services.client.names``)."""
 
 from __future__ import annotations
 
@@ -27,13 +28,6 @@ def format_time(stamp: Any) -> str:
     return datetime.fromtimestamp(stamp.seconds, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def state_name(value: int) -> str:
-    """``JOB_STATE_RUNNING`` -> ``RUNNING``."""
-    from services.generated.star.v1 import job_pb2
-
-    return job_pb2.JobState.Name(value).removeprefix("JOB_STATE_")
-
-
 def number(message: Any, field: str, spec: str = ".4g") -> str:
     """A proto3 optional number formatted, or ``-`` when unset."""
     return format(getattr(message, field), spec) if message.HasField(field) else MISSING
@@ -44,12 +38,6 @@ def job_progress(job: Any) -> str:
     return (
         f"{job.step}/{job.spec.outer_steps}" if job.spec.HasField("outer_steps") else str(job.step)
     )
-
-
-def job_kind(job: Any) -> str:
-    from services.generated.star.v1 import job_pb2
-
-    return job_pb2.JobKind.Name(job.kind).removeprefix("JOB_KIND_").lower()
 
 
 def summaries_table(summaries: Sequence[Any]) -> str:

@@ -49,8 +49,7 @@ class ProgressView:
         )
 
     def show(self, event: Any) -> None:
-        from services.cli.tables import state_name
-        from services.generated.star.v1 import job_pb2
+        from services.client.names import log_level_name, state_name
 
         kind = event.WhichOneof("event")
         self._bar.n = event.metrics.step if kind == "metrics" else event.job.step
@@ -63,7 +62,7 @@ class ProgressView:
                 parts.append(f"{metrics.inner_steps_per_second:.0f} inner steps/s")
             self._bar.set_postfix_str(", ".join(parts), refresh=False)
         elif kind == "log":
-            level = job_pb2.LogLevel.Name(event.log.level).removeprefix("LOG_LEVEL_")
+            level = log_level_name(event.log.level)
             self._bar.write(f"{level.lower()}: {event.log.message}")
         elif kind == "state_change":
             change = event.state_change
@@ -81,7 +80,7 @@ class ProgressView:
 def watch_job(client: StarClient, job_id: str) -> Any:
     """Show the job's progress until it ends; the final Job if it SUCCEEDED, else ClientError
     (exit 1) with the reason."""
-    from services.generated.star.v1 import job_pb2
+    from services.client.names import state_name
 
     view = ProgressView(client.get_job(job_id))
     last = None
@@ -90,16 +89,18 @@ def watch_job(client: StarClient, job_id: str) -> Any:
             view.show(last)
     finally:
         view.close()
+    if last is None:  # cannot be: StarClient.watch ends with the job's last event or raises
+        raise ClientError(f"job {job_id}: the watch ended without an event", SERVER_ERROR_EXIT)
     job, state, reason = (
         client.get_job(job_id),
-        last.state_change.to_state,
+        state_name(last.state_change.to_state),
         last.state_change.reason,
     )
-    if state == job_pb2.JOB_STATE_FAILED:
+    if state == "FAILED":
         raise ClientError(
             f"job {job_id} failed at step {job.step}: {job.error or reason}", SERVER_ERROR_EXIT
         )
-    if state == job_pb2.JOB_STATE_CANCELLED:
+    if state == "CANCELLED":
         because = f": {reason}" if reason else ""
         raise ClientError(
             f"job {job_id} was cancelled at step {job.step}{because}", SERVER_ERROR_EXIT

@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.client.connection import DEFAULT_TIMEOUT_S, call_metadata, open_channel
 from services.client.errors import from_rpc_error
+from services.client.names import overlap_policy_value, state_value
 from services.client.specs import job_spec
 from services.client.streams import Fetched, Progress, RetryPolicy, download, follow
 from services.generated.star.v1 import job_pb2, schedule_pb2, service_pb2, service_pb2_grpc
@@ -39,21 +40,6 @@ DEFAULT_PAGE_SIZE = 100
 CHECKPOINT_SUFFIX = ".safetensors"
 # The gRPC service name STAR's health status is reported under.
 SERVICE_NAME = "star.v1.MetaTraining"
-
-
-def _enum_value(enum: Any, prefix: str, value: Any, what: str) -> int:
-    """An enum value of ``enum`` from its number, its name with or without ``prefix``, in any
-    case, or an object with such a ``.name`` (e.g. ``services.domain.JobState.RUNNING``)."""
-    if isinstance(value, int):
-        if value not in enum.DESCRIPTOR.values_by_number:
-            raise ValueError(f"unknown {what} {value}")
-        return value
-    name = str(getattr(value, "name", value)).upper().removeprefix(prefix)
-    names = [v.name.removeprefix(prefix) for v in enum.DESCRIPTOR.values]
-    allowed = [n for n in names if n != "UNSPECIFIED"]
-    if name not in allowed:
-        raise ValueError(f"unknown {what} {value!r} (one of {', '.join(allowed).lower()})")
-    return enum.Value(prefix + name)
 
 
 class StarClient:
@@ -141,7 +127,7 @@ class StarClient:
     ) -> Iterator[job_pb2.Job]:
         """Jobs newest first, across pages, up to ``limit`` (None: all); ``states`` filters by
         state (``"running"``, ``job_pb2.JOB_STATE_RUNNING`` or ``JobState.RUNNING``)."""
-        values = [_enum_value(job_pb2.JobState, "JOB_STATE_", s, "job state") for s in states]
+        values = [state_value(s) for s in states]
 
         def request(**page: Any) -> service_pb2.ListJobsRequest:
             return service_pb2.ListJobsRequest(states=values, **page)
@@ -241,9 +227,7 @@ class StarClient:
             cron=cron,
             timezone=timezone,
             template=job_spec(template),
-            overlap_policy=_enum_value(
-                schedule_pb2.OverlapPolicy, "OVERLAP_POLICY_", overlap, "overlap policy"
-            ),
+            overlap_policy=overlap_policy_value(overlap),
             warm_start_from_previous=warm_start_from_previous,
             paused=paused,
         )
@@ -280,7 +264,8 @@ class StarClient:
         ``timeout`` for a server to listen instead of failing UNAVAILABLE at once."""
         request = health_pb2.HealthCheckRequest(service=SERVICE_NAME)
         try:
-            answer = health_pb2_grpc.HealthStub(self._channel).Check(
+            # the stubs leave out the methods HealthStub's __init__ sets
+            answer = health_pb2_grpc.HealthStub(self._channel).Check(  # type: ignore[attr-defined]
                 request,
                 timeout=self.timeout if timeout is None else timeout,
                 wait_for_ready=wait_for_ready,

@@ -85,7 +85,9 @@ def spec_from_dict(data: Mapping[str, Any], source: str = "spec") -> job_pb2.Job
     """The JobSpec of a proto-JSON mapping; ValueError ``"SOURCE: ..."`` naming the field."""
     spec = job_pb2.JobSpec()
     try:
-        check_fields(data, spec.DESCRIPTOR)
+        # types-protobuf types DESCRIPTOR as either descriptor class; at run time with the upb
+        # backend google.protobuf.descriptor.Descriptor is upb's
+        check_fields(data, spec.DESCRIPTOR)  # type: ignore[arg-type]
         json_format.ParseDict(dict(data), spec)
     except (ValueError, json_format.ParseError) as err:
         raise ValueError(f"{source}: {' '.join(str(err).split())}") from None

@@ -157,7 +157,8 @@ class DistributedConfig:
     @property
     def batch(self) -> int:
         """Estimates averaged per outer step (``estimates_per_step``)."""
-        return self.estimates_per_step
+        batch = self.estimates_per_step  # None only before __post_init__ resolves it
+        return self.num_workers if batch is None else batch
 
     def to_dict(self) -> dict[str, Any]:
         """The JobSpec's fields of this config (``gpus_per_worker`` left out when automatic)."""

@@ -90,6 +90,11 @@ def _wall(instant: datetime, tz: ZoneInfo) -> datetime:
     return instant.astimezone(tz).replace(tzinfo=None)
 
 
+def _utc_offset(instant: datetime, tz: ZoneInfo) -> timedelta:
+    """The offset from UTC of ``tz`` at ``instant`` (a ZoneInfo always has one)."""
+    return instant.astimezone(tz).utcoffset() or timedelta(0)
+
+
 def _check_aware(time: datetime, name: str) -> None:
     if time.tzinfo is None:
         raise ValueError(f"{name} {time!r} must be timezone-aware")
@@ -97,10 +102,9 @@ def _check_aware(time: datetime, name: str) -> None:
 
 def _next_slot(expression: str, tz: ZoneInfo, after: datetime) -> datetime:
     """The first slot strictly after ``after`` (see the module docstring)."""
-    local = after.astimezone(tz)
     # a clock change forward shortly before ``after`` moved the slots of its gap to after it:
     # start the scan before the gap
-    change = local.utcoffset() - (after - MAX_CLOCK_CHANGE).astimezone(tz).utcoffset()
+    change = _utc_offset(after, tz) - _utc_offset(after - MAX_CLOCK_CHANGE, tz)
     candidates = croniter(expression, _wall(after, tz) - max(change, timedelta(0)))
     best = None
     for _ in range(MAX_CANDIDATES):

@@ -192,11 +192,11 @@ class Scheduler:
         return fired
 
     async def _fire_due(self, schedule: Schedule, now: datetime) -> Firing | None:
-        sid = schedule.schedule_id
+        sid, since = schedule.schedule_id, schedule.next_fire_time
+        if since is None:  # cannot be: a due schedule has its next firing time
+            return None
         try:
-            fire_time = latest_fire_time(
-                schedule.cron, schedule.timezone, schedule.next_fire_time, now
-            )
+            fire_time = latest_fire_time(schedule.cron, schedule.timezone, since, now)
             following = next_fire_time(schedule.cron, schedule.timezone, now)
         except ConfigError as err:  # stored before a stricter check: stop it, do not spin
             logger.error("schedule %s: %s; pausing it", sid, err)

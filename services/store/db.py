@@ -169,7 +169,7 @@ _TRAINING_FIELDS = {
     "cpus_per_worker": 1,
     "keep_checkpoints": 5,
 }
-_OPTIMIZER_FIELDS = {"constants": {}}
+_OPTIMIZER_FIELDS: dict[str, Any] = {"constants": {}}
 _EVALUATION_FIELDS = {"task": "", "seeds": 3, "baselines": []}
 
 

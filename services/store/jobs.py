@@ -240,7 +240,7 @@ def count_jobs(conn: sqlite3.Connection, states: Iterable[JobState] | None) -> i
     return conn.execute(f"SELECT COUNT(*) FROM jobs {where}", args).fetchone()[0]
 
 
-def _state_filter(states: Iterable[JobState] | None) -> tuple[str, tuple[str, ...]]:
+def _state_filter(states: Iterable[JobState] | None) -> tuple[str, tuple[Any, ...]]:
     values = tuple(sorted({s.value for s in states or ()}))
     if not values:
         return "WHERE 1", ()

@@ -170,7 +170,10 @@ def _record_firing(
         " VALUES (?, ?, NULL, ?, ?)",
         (schedule_id, fire_time, outcome, now),
     )
-    return get_firing(conn, schedule_id, fire_time)
+    firing = get_firing(conn, schedule_id, fire_time)
+    if firing is None:  # cannot be: inserted just above, in the same transaction
+        raise RuntimeError(f"firing {schedule_id} at {fire_time} was not recorded")
+    return firing
 
 
 def queued_firings(conn: sqlite3.Connection) -> list[Firing]:

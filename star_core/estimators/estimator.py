@@ -157,7 +157,9 @@ class Estimator:
         metrics["inner_steps"] = float(2 * cfg.num_pairs * cfg.truncation_length)
         return grad, state, metrics
 
-    def _truncation_impl(self, theta, state, batches, key):
+    def _truncation_impl(
+        self, theta: PyTree, state: Any, batches: PyTree, key: jax.Array
+    ) -> tuple[PyTree, Any, dict[str, jax.Array]]:
         cfg = self.config
         num_pairs, num_steps = cfg.num_pairs, cfg.truncation_length
         eps_key, steps_key, reset_key = jax.random.split(key, 3)

@@ -40,7 +40,9 @@ def make_inner_problem(task: Any, lopt: Any) -> InnerProblem:
         params = task.init(key)
         return InnerState(params=params, opt_state=lopt.transform(theta).init(params))
 
-    def step(theta: PyTree, state: InnerState, batch: PyTree, key: jax.Array):
+    def step(
+        theta: PyTree, state: InnerState, batch: PyTree, key: jax.Array
+    ) -> tuple[InnerState, jax.Array]:
         loss, grads = jax.value_and_grad(task.loss)(state.params, key, batch)
         updates, opt_state = lopt.transform(theta).update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)

@@ -102,7 +102,9 @@ def unroll(
     reset_both = tile_signs(reset_inner)
     train_step = jax.vmap(problem.step)
 
-    def body(carry, xs):
+    def body(
+        carry: tuple[PyTree, jax.Array], xs: tuple[PyTree, jax.Array]
+    ) -> tuple[tuple[PyTree, jax.Array], tuple[jax.Array, jax.Array]]:
         inner, steps = carry
         batch, key = xs
         done = steps >= horizon
@@ -122,7 +124,9 @@ def unroll(
     return inner, steps, UnrollOutput(losses=losses, masks=masks)
 
 
-def perturbed_thetas(unravel: Callable[[jax.Array], PyTree], flat_theta, eps) -> PyTree:
+def perturbed_thetas(
+    unravel: Callable[[jax.Array], PyTree], flat_theta: jax.Array, eps: jax.Array
+) -> PyTree:
     """Stack ``theta + eps_j`` (first ``P``) and ``theta - eps_j`` (last ``P``) as pytrees."""
     flat = jnp.concatenate([flat_theta + eps, flat_theta - eps], axis=0)
     return jax.vmap(unravel)(flat)

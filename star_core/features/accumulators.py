@@ -124,6 +124,13 @@ def init_accumulators(param: jax.Array) -> TensorAccumulators:
     )
 
 
+def _col(acc: TensorAccumulators) -> jax.Array:
+    """The column statistic, which every tensor of rank >= 2 has."""
+    if acc.col is None:
+        raise ValueError("a tensor of rank >= 2 without a column statistic")
+    return acc.col
+
+
 def _ema(old: jax.Array, new: jax.Array, decay: jax.Array) -> jax.Array:
     return decay * old + (1.0 - decay) * new
 
@@ -144,7 +151,7 @@ def update_accumulators(
         return TensorAccumulators(momentum, second_moment, row, None)
     d0, d1 = dims
     row = _ema(acc.row, jnp.mean(g_sq_eps, axis=d0, keepdims=True), fac_decays)
-    col = _ema(acc.col, jnp.mean(g_sq_eps, axis=d1, keepdims=True), fac_decays)
+    col = _ema(_col(acc), jnp.mean(g_sq_eps, axis=d1, keepdims=True), fac_decays)
     return TensorAccumulators(momentum, second_moment, row, col)
 
 
@@ -160,5 +167,5 @@ def adafactor_preconditioner(acc: TensorAccumulators, shape: tuple[int, ...]) ->
     _, d1 = dims
     row_mean = jnp.mean(acc.row, axis=1 + d1, keepdims=True)  # axis 0 indexes the decays
     row_factor = jax.lax.rsqrt(jnp.maximum(acc.row / (row_mean + ADAFACTOR_FLOOR), ADAFACTOR_FLOOR))
-    col_factor = jax.lax.rsqrt(jnp.maximum(acc.col, ADAFACTOR_FLOOR))
+    col_factor = jax.lax.rsqrt(jnp.maximum(_col(acc), ADAFACTOR_FLOOR))
     return row_factor * col_factor

@@ -24,11 +24,18 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from star_core.nqm.dynamics import dynamics_matrix
 
 
-def _as_problem(P, H, phi0, sigma_xi, phi0_cov):
+def _as_problem(
+    P: ArrayLike,
+    H: ArrayLike,
+    phi0: ArrayLike,
+    sigma_xi: ArrayLike,
+    phi0_cov: ArrayLike | None,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
     P = jnp.asarray(P)
     dtype = P.dtype
     phi0_cov = jnp.zeros_like(P) if phi0_cov is None else jnp.asarray(phi0_cov, dtype)
@@ -42,8 +49,15 @@ def _as_problem(P, H, phi0, sigma_xi, phi0_cov):
 
 
 def expected_step_losses(
-    alpha, P, H, phi0, sigma_xi, T: int, preconditioned: bool = False, phi0_cov=None
-):
+    alpha: ArrayLike,
+    P: ArrayLike,
+    H: ArrayLike,
+    phi0: ArrayLike,
+    sigma_xi: ArrayLike,
+    T: int,
+    preconditioned: bool = False,
+    phi0_cov: ArrayLike | None = None,
+) -> jax.Array:
     """``E[l_t(phi_t)]`` for ``t = 1..T`` as a length-T array (closed form of eqs. 7-8)."""
     P, H, phi0, sigma_xi, phi0_cov = _as_problem(P, H, phi0, sigma_xi, phi0_cov)
     A = dynamics_matrix(alpha, P, H, preconditioned)
@@ -51,7 +65,9 @@ def expected_step_losses(
     injected = B @ sigma_xi @ B.T
     noise_floor = 0.5 * jnp.trace(H @ sigma_xi)
 
-    def step(carry, _):
+    def step(
+        carry: tuple[jax.Array, jax.Array], _: None
+    ) -> tuple[tuple[jax.Array, jax.Array], jax.Array]:
         mean, cov = carry
         mean = A @ mean
         cov = A @ cov @ A.T + injected
@@ -64,8 +80,15 @@ def expected_step_losses(
 
 
 def expected_meta_loss(
-    alpha, P, H, phi0, sigma_xi, T: int, preconditioned: bool = False, phi0_cov=None
-):
+    alpha: ArrayLike,
+    P: ArrayLike,
+    H: ArrayLike,
+    phi0: ArrayLike,
+    sigma_xi: ArrayLike,
+    T: int,
+    preconditioned: bool = False,
+    phi0_cov: ArrayLike | None = None,
+) -> jax.Array:
     """Expected meta-loss ``L(theta; T) = 1/T sum_{t=1}^T E[l_t(phi_t)]`` (eq. 8).
 
     Args:
@@ -84,15 +107,23 @@ def expected_meta_loss(
     return jnp.mean(expected_step_losses(alpha, P, H, phi0, sigma_xi, T, preconditioned, phi0_cov))
 
 
-def _noise_factor(sigma_xi):
+def _noise_factor(sigma_xi: jax.Array) -> jax.Array:
     """A square root ``L`` with ``L L^T = Sigma_xi``; works for any symmetric PSD matrix."""
     eigvals, eigvecs = jnp.linalg.eigh(sigma_xi)
     return eigvecs * jnp.sqrt(jnp.clip(eigvals, 0.0, None))
 
 
 def sample_step_losses(
-    key, alpha, P, H, phi0, sigma_xi, T: int, preconditioned: bool = False, phi0_cov=None
-):
+    key: jax.Array,
+    alpha: ArrayLike,
+    P: ArrayLike,
+    H: ArrayLike,
+    phi0: ArrayLike,
+    sigma_xi: ArrayLike,
+    T: int,
+    preconditioned: bool = False,
+    phi0_cov: ArrayLike | None = None,
+) -> jax.Array:
     """``l_t(phi_t) = 1/2 (phi_t - xi_t)^T H (phi_t - xi_t)`` for ``t = 1..T`` on one trajectory.
 
     Splits ``key`` into one key for ``phi_0`` (used only with ``phi0_cov``) and one for
@@ -108,7 +139,7 @@ def sample_step_losses(
     noise = jax.random.normal(key_noise, (int(T) + 1, n), dtype=P.dtype)
     noise = noise @ _noise_factor(sigma_xi).T
 
-    def step(phi, xis):
+    def step(phi: jax.Array, xis: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         xi_now, xi_next = xis
         phi = A @ phi + B @ xi_now
         residual = phi - xi_next
@@ -119,8 +150,16 @@ def sample_step_losses(
 
 
 def sample_meta_loss(
-    key, alpha, P, H, phi0, sigma_xi, T: int, preconditioned: bool = False, phi0_cov=None
-):
+    key: jax.Array,
+    alpha: ArrayLike,
+    P: ArrayLike,
+    H: ArrayLike,
+    phi0: ArrayLike,
+    sigma_xi: ArrayLike,
+    T: int,
+    preconditioned: bool = False,
+    phi0_cov: ArrayLike | None = None,
+) -> jax.Array:
     """One simulated trajectory's meta-loss ``1/T sum_{t=1}^T l_t(phi_t)``; unbiased for eq. 8.
 
     Same arguments as :func:`expected_meta_loss`, plus a JAX PRNG ``key`` (consumed here).

@@ -19,26 +19,33 @@ differentiable in ``P`` (except the NumPy eigen-analysis helpers, which work in 
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
+from numpy.typing import ArrayLike as NumpyArrayLike
 
 
-def inverse_sqrt_spd(H):
+def inverse_sqrt_spd(H: ArrayLike) -> jax.Array:
     """``H^{-1/2}`` of a symmetric positive definite matrix, through its eigendecomposition."""
     eigvals, eigvecs = jnp.linalg.eigh(H)
     return (eigvecs * (1.0 / jnp.sqrt(eigvals))) @ eigvecs.T
 
 
-def step_matrix(alpha, P, H, preconditioned: bool = False):
+def step_matrix(
+    alpha: ArrayLike, P: ArrayLike, H: ArrayLike, preconditioned: bool = False
+) -> jax.Array:
     """The matrix ``K (alpha I + P)`` that multiplies the gradient in one update."""
     P = jnp.asarray(P)
-    learned = alpha * jnp.eye(P.shape[0], dtype=P.dtype) + P
+    learned = jnp.eye(P.shape[0], dtype=P.dtype) * alpha + P
     if preconditioned:
         return inverse_sqrt_spd(jnp.asarray(H, dtype=P.dtype)) @ learned
     return learned
 
 
-def dynamics_matrix(alpha, P, H, preconditioned: bool = False):
+def dynamics_matrix(
+    alpha: ArrayLike, P: ArrayLike, H: ArrayLike, preconditioned: bool = False
+) -> jax.Array:
     """The dynamics matrix ``A = I - K (alpha I + P) H``: eq. 6 (K = I) or eq. 12 (K = H^{-1/2}).
 
     Args:
@@ -55,16 +62,16 @@ def dynamics_matrix(alpha, P, H, preconditioned: bool = False):
     return jnp.eye(P.shape[0], dtype=P.dtype) - step_matrix(alpha, P, H, preconditioned) @ H
 
 
-def eigenvalues(A) -> np.ndarray:
+def eigenvalues(A: NumpyArrayLike) -> np.ndarray:
     """Eigenvalues of ``A`` (any leading batch dimensions), computed in NumPy float64."""
     return np.linalg.eigvals(np.asarray(A, dtype=np.float64))
 
 
-def spectral_radius(A) -> float:
+def spectral_radius(A: NumpyArrayLike) -> float:
     """``rho(A) = max_i |lambda_i(A)|``, computed in float64."""
     return float(np.max(np.abs(eigenvalues(A))))
 
 
-def spectral_radii(A_batch) -> np.ndarray:
+def spectral_radii(A_batch: NumpyArrayLike) -> np.ndarray:
     """``rho`` of each matrix of a stack ``(..., N, N)``, in float64."""
     return np.max(np.abs(eigenvalues(A_batch)), axis=-1)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
 from star_core.nqm.closed_form import expected_meta_loss, sample_meta_loss
 from star_core.nqm.dynamics import dynamics_matrix
@@ -37,7 +38,7 @@ class NQMMetaTrainConfig:
     num_samples: int = 1  # trajectories averaged per gradient when estimator == "sample"
     preconditioned: bool = False  # the H^{-1/2} dynamics of eq. 12
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
         for name in ("horizon", "num_iterations", "num_samples"):
@@ -56,7 +57,9 @@ class NQMMetaTrainResult(NamedTuple):
     spectral_radius: jax.Array  # max |lambda(A)| at each iteration
 
 
-def _gradient(config: NQMMetaTrainConfig, alpha, P, problem, key):
+def _gradient(
+    config: NQMMetaTrainConfig, alpha: ArrayLike, P: jax.Array, problem: tuple, key: jax.Array
+) -> tuple[jax.Array, jax.Array]:
     """Meta-gradient estimate of the configured kind, and the exact meta-loss of P."""
     H, phi0, sigma_xi, phi0_cov = problem
     exact = functools.partial(
@@ -72,7 +75,7 @@ def _gradient(config: NQMMetaTrainConfig, alpha, P, problem, key):
         loss, grad = jax.value_and_grad(lambda p: exact(alpha, p))(P)
         return loss, grad
 
-    def one_sample(sample_key):
+    def one_sample(sample_key: jax.Array) -> jax.Array:
         return jax.grad(
             lambda p: sample_meta_loss(
                 sample_key,
@@ -93,10 +96,14 @@ def _gradient(config: NQMMetaTrainConfig, alpha, P, problem, key):
 
 
 @functools.partial(jax.jit, static_argnames=("config",))
-def _run(config: NQMMetaTrainConfig, alpha, P0, problem, key):
+def _run(
+    config: NQMMetaTrainConfig, alpha: ArrayLike, P0: jax.Array, problem: tuple, key: jax.Array
+) -> NQMMetaTrainResult:
     optimizer = optax.adam(config.learning_rate)
 
-    def iteration(carry, iteration_key):
+    def iteration(
+        carry: tuple[jax.Array, Any], iteration_key: jax.Array
+    ) -> tuple[tuple[jax.Array, Any], tuple[jax.Array, jax.Array]]:
         P, opt_state = carry
         loss, grad = _gradient(config, alpha, P, problem, iteration_key)
         updates, new_opt_state = optimizer.update(grad, opt_state, P)
@@ -115,7 +122,14 @@ def _run(config: NQMMetaTrainConfig, alpha, P0, problem, key):
 
 
 def meta_train(
-    alpha, P0, H, phi0, sigma_xi, config: NQMMetaTrainConfig, key=None, phi0_cov=None
+    alpha: ArrayLike,
+    P0: ArrayLike,
+    H: ArrayLike,
+    phi0: ArrayLike,
+    sigma_xi: ArrayLike,
+    config: NQMMetaTrainConfig,
+    key: jax.Array | None = None,
+    phi0_cov: ArrayLike | None = None,
 ) -> NQMMetaTrainResult:
     """Meta-train P with Adam from ``P0`` at a fixed nominal step ``alpha``.
 

@@ -37,7 +37,7 @@ class NQMProblem(NamedTuple):
     phi0_cov: np.ndarray  # covariance of phi_0
 
 
-def random_rotation(key, n: int) -> np.ndarray:
+def random_rotation(key: jax.Array, n: int) -> np.ndarray:
     """A Haar-distributed ``n x n`` orthogonal matrix (QR of a Gaussian matrix, signs fixed)."""
     gaussian = np.asarray(jax.random.normal(key, (n, n)), dtype=np.float64)
     q, r = np.linalg.qr(gaussian)
@@ -45,7 +45,7 @@ def random_rotation(key, n: int) -> np.ndarray:
 
 
 def make_problem(
-    key,
+    key: jax.Array,
     dimension: int = DIMENSION,
     h_min: float = H_EIG_MIN,
     h_max: float = H_EIG_MAX,

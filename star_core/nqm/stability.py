@@ -31,13 +31,14 @@ The checks run in NumPy float64.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 # Largest max|M - M^T| / max(1, max|M|) still treated as symmetric: float32 round-off of a matrix
 # built symmetric (its eigenvalues then move by at most N times this, relative).
 SYMMETRY_TOLERANCE = 1e-6
 
 
-def _symmetric(M, name: str) -> np.ndarray:
+def _symmetric(M: ArrayLike, name: str) -> np.ndarray:
     """``(M + M^T) / 2`` in float64 for a finite square M symmetric up to the tolerance."""
     M = np.asarray(M, dtype=np.float64)
     if M.ndim != 2 or M.shape[0] != M.shape[1]:
@@ -55,12 +56,12 @@ def _symmetric(M, name: str) -> np.ndarray:
     return 0.5 * (M + M.T)
 
 
-def _spectrum(P, name: str = "P") -> np.ndarray:
+def _spectrum(P: ArrayLike, name: str = "P") -> np.ndarray:
     """Ascending eigenvalues of a symmetric P (ValueError for any other P)."""
     return np.linalg.eigvalsh(_symmetric(P, name))
 
 
-def _lambda_max_spd(H) -> float:
+def _lambda_max_spd(H: ArrayLike) -> float:
     """Largest eigenvalue of a symmetric positive definite H (ValueError for any other H)."""
     eigvals = np.linalg.eigvalsh(_symmetric(H, "H"))
     if eigvals[0] <= 0.0:
@@ -68,13 +69,13 @@ def _lambda_max_spd(H) -> float:
     return float(eigvals[-1])
 
 
-def _nominal_bounds_hold(alpha: float, P, upper: float) -> bool:
+def _nominal_bounds_hold(alpha: float, P: ArrayLike, upper: float) -> bool:
     """Condition (9) ``-alpha <= lambda_min(P)`` and ``lambda_max(P) <= upper``."""
     spectrum = _spectrum(P)
     return bool(-alpha <= spectrum[0] and spectrum[-1] <= upper)
 
 
-def theorem1_holds(alpha, P, H) -> bool:
+def theorem1_holds(alpha: float, P: ArrayLike, H: ArrayLike) -> bool:
     """Whether (alpha, P, H) satisfy conditions (9) and (10) of Theorem 1.
 
     Raises ValueError when P is not symmetric or H not symmetric positive definite: the theorem
@@ -84,7 +85,7 @@ def theorem1_holds(alpha, P, H) -> bool:
     return _nominal_bounds_hold(alpha, P, 2.0 / _lambda_max_spd(H) - alpha)
 
 
-def lemma2_holds(alpha, P, H) -> bool:
+def lemma2_holds(alpha: float, P: ArrayLike, H: ArrayLike) -> bool:
     """Whether (alpha, P, H) satisfy conditions (9) and (13) of Lemma 2 (preconditioned, eq. 12).
 
     Raises ValueError when P is not symmetric or H not symmetric positive definite.
@@ -93,7 +94,7 @@ def lemma2_holds(alpha, P, H) -> bool:
     return _nominal_bounds_hold(alpha, P, 2.0 / np.sqrt(_lambda_max_spd(H)) - alpha)
 
 
-def lemma3_holds(alpha, P_tilde, H, d_bar) -> bool:
+def lemma3_holds(alpha: float, P_tilde: ArrayLike, H: ArrayLike, d_bar: ArrayLike) -> bool:
     """Whether Lemma 3's hypothesis on alpha and its conditions (16) and (17) hold.
 
     Args:
@@ -120,7 +121,7 @@ def lemma3_holds(alpha, P_tilde, H, d_bar) -> bool:
     return bool(lower_ok and upper_ok)
 
 
-def cancellation_dynamics(alpha, P_star, H, eps) -> np.ndarray:
+def cancellation_dynamics(alpha: float, P_star: ArrayLike, H: ArrayLike, eps: float) -> np.ndarray:
     """Eq. 19: A when ``P~ = P* - alpha I`` cancels the nominal term and ``Delta = (1 - eps) I``.
 
     Returns ``I - alpha eps H - (1 - eps) P* H`` in float64, which equals

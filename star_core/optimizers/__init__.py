@@ -15,6 +15,7 @@ Baselines ("adam", "sgdm", "aggmo") have ``theta == {}``; :func:`meta_trainable`
 """
 
 import functools
+from typing import Any
 
 from star_core.errors import ConfigError
 from star_core.optimizers.base import LearnedOptimizer
@@ -39,7 +40,7 @@ OPTIMIZERS: dict[str, type[LearnedOptimizer]] = {
 }
 
 
-def get(name: str, **config) -> LearnedOptimizer:
+def get(name: str, **config: Any) -> LearnedOptimizer:
     """The optimizer ``name`` of ``OPTIMIZERS`` with the given config fields.
 
     Raises ConfigError: field "" for an unknown name (with the allowed names), the config

@@ -43,17 +43,19 @@ def scale_by_aggmo(betas: tuple[float, ...]) -> optax.GradientTransformation:
     """``v_i <- beta_i v_i + g``; returns ``mean_i v_i`` (AggMo's direction before ``-lr``)."""
     beta_column = jnp.asarray(betas, jnp.float32)
 
-    def init_fn(params):
+    def init_fn(params: optax.Params) -> AggMoState:
         return AggMoState(
             jax.tree.map(
                 lambda p: jnp.zeros((len(betas),) + jnp.shape(p), jnp.result_type(p)), params
             )
         )
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates, state: AggMoState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, AggMoState]:
         del params
 
-        def step(g, v):
+        def step(g: jax.Array, v: jax.Array) -> jax.Array:
             beta = beta_column.reshape((-1,) + (1,) * jnp.ndim(g)).astype(v.dtype)
             return beta * v + g[None]
 

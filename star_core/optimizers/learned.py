@@ -50,7 +50,9 @@ def learned_transformation(
     """An optax transformation that applies ``head_rule`` to the MLP outputs of ``theta``."""
     decays = decays_from_offsets(theta["decays"])
 
-    def update_tensor(grad, param, acc, step):
+    def update_tensor(
+        grad: jax.Array, param: jax.Array, acc: TensorAccumulators, step: jax.Array
+    ) -> tuple[jax.Array, TensorAccumulators]:
         grad32 = as_rank1(grad).astype(jnp.float32)
         acc = update_accumulators(acc, grad32, decays)
         groups = feature_groups(grad32, as_rank1(param), acc)
@@ -58,7 +60,9 @@ def learned_transformation(
         update = head_rule(outputs, grad32, acc)
         return update.reshape(jnp.shape(param)).astype(param.dtype), acc
 
-    def update_fn(grads, state, params=None):
+    def update_fn(
+        grads: optax.Updates, state: LearnedOptState, params: optax.Params | None = None
+    ) -> tuple[optax.Updates, LearnedOptState]:
         if params is None:
             raise ValueError("learned optimizers need params: call update(grads, state, params)")
         pairs = jax.tree.map(

@@ -79,7 +79,8 @@ def mlp_apply_groups(
     """
     w0 = mlp["w0"]
     first_bias = mlp["b0"] + time_features(step) @ w0[NUM_NORMALIZED_FEATURES:]
-    channels, rows = [], []
+    channels: list[jax.Array] = []
+    rows: list[jax.Array] = []
     for x in groups:
         scale = inverse_rms(x)
         for c in range(x.shape[0]):

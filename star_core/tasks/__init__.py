@@ -10,6 +10,7 @@ See docs/tasks.md for the data each task needs.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from star_core.errors import ConfigError
 from star_core.tasks.base import Task, classifier_max_loss, normalize_loss
@@ -52,7 +53,7 @@ TASKS: dict[str, Task] = {
 }
 
 
-def get(name: str, **config) -> Task:
+def get(name: str, **config: Any) -> Task:
     """The registered task ``name`` with the fields in ``config`` replaced (validated).
 
     ConfigError: field "" for an unknown name, the field's name for an unknown field, "" with

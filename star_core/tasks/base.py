@@ -18,9 +18,10 @@ whose "classes" are the vocabulary); other tasks define their own maximum.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +38,11 @@ Batch = dict[str, np.ndarray]
 class Task(Protocol):
     """What every inner problem provides (see the module docstring)."""
 
-    name: str
+    # Every task is a frozen dataclass (``tasks.get`` replaces its fields).
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
+
+    @property
+    def name(self) -> str: ...
 
     @property
     def max_loss(self) -> float: ...

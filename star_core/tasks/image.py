@@ -79,7 +79,7 @@ class ImageClassification:
 
     def loss(self, params: base.Params, key: jax.Array, batch: base.Batch) -> jax.Array:
         del key  # Deterministic model: no dropout.
-        return base.softmax_cross_entropy(self.logits(params, batch), batch["label"])
+        return base.softmax_cross_entropy(self.logits(params, batch), jnp.asarray(batch["label"]))
 
     def normalizer(self, loss: jax.Array) -> jax.Array:
         return base.normalize_loss(loss, self.max_loss)

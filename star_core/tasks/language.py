@@ -14,8 +14,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Iterator
+from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from star_core.tasks import base
@@ -69,14 +71,16 @@ class LanguageModel:
         )
 
     def logits(self, params: base.Params, batch: base.Batch) -> jax.Array:
+        tokens = jnp.asarray(batch["inputs"])
         if self.architecture == "lstm":
-            return recurrent.lstm_lm(params, batch["inputs"])
-        return attention.transformer_lm(params, batch["inputs"], self.num_heads)
+            return recurrent.lstm_lm(params, tokens)
+        return attention.transformer_lm(params, tokens, self.num_heads)
 
     def loss(self, params: base.Params, key: jax.Array, batch: base.Batch) -> jax.Array:
         del key  # Deterministic model: no dropout.
         logits = self.logits(params, batch)
-        return base.masked_token_cross_entropy(logits, batch["targets"], batch["mask"])
+        targets, mask = jnp.asarray(batch["targets"]), jnp.asarray(batch["mask"])
+        return base.masked_token_cross_entropy(logits, targets, mask)
 
     def normalizer(self, loss: jax.Array) -> jax.Array:
         return base.normalize_loss(loss, self.max_loss)
@@ -93,10 +97,10 @@ class LanguageModel:
 
 
 @functools.lru_cache(maxsize=4)
-def _lm1b_source(split: str, root: str):
+def _lm1b_source(split: str, root: str) -> Any:
     return store.open_split(LM1B, split, root)
 
 
-def _read_sentences(source, seq_len: int, indices: np.ndarray) -> dict[str, np.ndarray]:
+def _read_sentences(source: Any, seq_len: int, indices: np.ndarray) -> dict[str, np.ndarray]:
     sentences = (source[int(i)]["text"] for i in indices)
     return text.sentence_sequences((text.as_str(s) for s in sentences), seq_len)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import safetensors
@@ -176,7 +177,8 @@ def fill_tree(
                 f" expected {expected.dtype}{list(expected.shape)}"
             )
         if _is_prng_key(template_leaf):
-            value = jax.random.wrap_key_data(value, impl=jax.random.key_impl(template_leaf))
+            impl = jax.random.key_impl(template_leaf)
+            value = jax.random.wrap_key_data(jnp.asarray(value), impl=impl)
         leaves.append(value)
     return jax.tree_util.tree_unflatten(treedef, leaves)
 

@@ -38,6 +38,7 @@ from typing import Any
 from star_core import optimizers, tasks
 from star_core.errors import ConfigError, check_int, check_number
 from star_core.estimators import EstimatorConfig
+from star_core.tasks import Task
 
 # Defaults of the outer step (docs/algorithm.md), set by the measurements in docs/results.md
 # (experiments/paper_claims.py): on digits_mlp, 150 outer steps of STAR at outer learning rates
@@ -245,7 +246,7 @@ class MetaTrainConfig:
         """The learned optimizer this run meta-trains."""
         return self.optimizer.make()
 
-    def make_task(self, name: str) -> tasks.Task:
+    def make_task(self, name: str) -> Task:
         """The task ``name`` of this run, with its ``task_args``."""
         return tasks.get(name, **self.task_args.get(name, {}))
 

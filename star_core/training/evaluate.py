@@ -149,7 +149,7 @@ def summarize_heldout(heldout: np.ndarray | None) -> dict[str, Any]:
 
 
 def _count_or_none(flags: list[bool | None]) -> int | None:
-    return None if any(f is None for f in flags) else sum(flags)
+    return None if any(f is None for f in flags) else sum(1 for f in flags if f)
 
 
 def _mean_or_none(values: list[float]) -> float | None:
@@ -171,17 +171,21 @@ def _stack(batches: list[Any]) -> Any:
     return jax.tree.map(lambda *xs: np.stack(xs), *batches)
 
 
-def _make_kernels(task: Any, make_tx: MakeTx):
+def _make_kernels(task: Any, make_tx: MakeTx) -> tuple[Callable, Callable, Callable, Callable]:
     """Jitted (init, train-chunk, loss) functions vmapped over runs."""
 
-    def init_one(hparams, key):
+    def init_one(hparams: Any, key: jax.Array) -> tuple[Any, Any]:
         params = task.init(key)
         return params, make_tx(hparams).init(params)
 
-    def chunk_one(hparams, carry, batches, keys):
+    def chunk_one(
+        hparams: Any, carry: tuple[Any, Any], batches: Any, keys: jax.Array
+    ) -> tuple[tuple[Any, Any], jax.Array]:
         tx = make_tx(hparams)
 
-        def step(carry, inputs):
+        def step(
+            carry: tuple[Any, Any], inputs: tuple[Any, jax.Array]
+        ) -> tuple[tuple[Any, Any], jax.Array]:
             params, opt_state = carry
             batch, key = inputs
             loss, grads = jax.value_and_grad(task.loss)(params, key, batch)
@@ -190,7 +194,7 @@ def _make_kernels(task: Any, make_tx: MakeTx):
 
         return jax.lax.scan(step, carry, (batches, keys))
 
-    def heldout_one(params, batches, key):
+    def heldout_one(params: Any, batches: Any, key: jax.Array) -> jax.Array:
         losses = jax.vmap(task.loss, in_axes=(None, None, 0))(params, key, batches)
         return jnp.mean(losses)
 

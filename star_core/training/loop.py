@@ -75,7 +75,8 @@ def estimator_path(out_dir: Path, step: int) -> Path:
 
 def _save(learner: Learner, worker: EstimationWorker, state: LearnerState, out_dir: Path) -> None:
     tensors = {}
-    for name, est_state in zip(learner.config.tasks, worker.states, strict=True):
+    states = worker.states or ()  # set by init_states or load_states before any step
+    for name, est_state in zip(learner.config.tasks, states, strict=True):
         tensors.update(ckpt.named_leaves(est_state, f"{ESTIMATOR_PREFIX}/{name}"))
     ckpt.save_tree(estimator_path(out_dir, state.step), tensors, {"step": state.step})
     learner.save(

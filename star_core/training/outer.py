@@ -102,7 +102,7 @@ def guarded_step(
     updates, new_state = tx.update(safe_grad, state, theta)
     new_theta = optax.apply_updates(theta, updates)
 
-    def keep(new, old):
+    def keep(new: jax.Array, old: jax.Array) -> jax.Array:
         return jnp.where(finite, new, old)
 
     return (

@@ -60,12 +60,11 @@ class EstimationWorker:
         learner drops it).
         """
         start = time.perf_counter()
-        if self.states is None:
-            self.init_states(theta)
+        states = self.init_states(theta) if self.states is None else self.states
         index = task_index(self.keys, step, self.index, len(self.estimators))
         key = estimate_key(self.keys, step, self.index)
-        grad, state, metrics = self.estimators[index].estimate(theta, key, self.states[index])
-        self.states = self.states[:index] + (state,) + self.states[index + 1 :]
+        grad, state, metrics = self.estimators[index].estimate(theta, key, states[index])
+        self.states = states[:index] + (state,) + states[index + 1 :]
         record = {
             "task": self.config.tasks[index],
             "worker": self.index,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import subprocess
 import tomllib
 from importlib.metadata import version
 from pathlib import Path
@@ -66,12 +65,9 @@ def pod_templates(cluster: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def ray_start_argv(params: dict[str, str]) -> list[str]:
-    """`ray start` flags as KubeRay writes them (`--key=value`, sorted), split by bash itself."""
-    flags = " ".join(f"--{key}={params[key]}" for key in sorted(params))
-    out = subprocess.run(
-        ["bash", "-c", f"printf '%s\\n' {flags}"], capture_output=True, text=True, check=True
-    )
-    return out.stdout.splitlines()
+    """`ray start` flags as KubeRay writes them (`--key=value`, sorted), split into words as a
+    POSIX shell splits that command line (shlex: quotes removed, e.g. the resources' JSON)."""
+    return shlex.split(" ".join(f"--{key}={params[key]}" for key in sorted(params)))
 
 
 def ray_up_config() -> dict[str, Any]:

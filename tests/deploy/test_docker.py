@@ -199,11 +199,13 @@ def test_star_head_is_installed_as_an_executable():
     assert copy.value == ("deploy/docker/star-head.sh", "/usr/local/bin/star-head")
 
 
+@pytest.mark.processes  # runs hadolint
 def test_hadolint_passes():
     result = subprocess.run([dev_tool("hadolint"), str(DOCKERFILE)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.processes  # runs pip wheel
 def test_the_copied_files_build_the_project_wheel(tmp_path: Path):
     """What the image's `pip install .` gets is enough to build STAR with its `star` command."""
     for requirement in map(Requirement, pyproject()["build-system"]["requires"]):

@@ -204,6 +204,7 @@ def kuberay_head_args(container: dict[str, Any], ray_start: str) -> str:
     return f"{cmd} && ulimit -n ${{RAY_START_ULIMIT_OPEN_FILES:-65536}}; {ray_start}"
 
 
+@pytest.mark.processes  # runs bash -n
 def test_head_command_starts_star_serve_in_the_background_before_ray_start():
     cluster = raycluster()
     head = ray_container(cluster["spec"]["headGroupSpec"]["template"])

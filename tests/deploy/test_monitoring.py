@@ -211,6 +211,7 @@ def test_rays_dashboards_do_not_fit_one_configmap(ray_dashboards):
     assert sum(p.stat().st_size for p in ray_dashboards) > CONFIGMAP_MAX_BYTES
 
 
+@pytest.mark.processes  # runs the script
 def test_every_dashboard_gets_its_own_configmap_within_the_bound(tmp_path, ray_dashboards):
     files = [*ray_dashboards, DASHBOARD]
     code, calls = run_configmaps_script(tmp_path, "monitoring", *map(str, files))
@@ -232,6 +233,7 @@ def test_every_dashboard_gets_its_own_configmap_within_the_bound(tmp_path, ray_d
         assert calls.index(delete) < calls.index(create) < calls.index(label)
 
 
+@pytest.mark.processes  # runs the script
 def test_a_dashboard_over_the_bound_is_refused_before_anything_is_created(tmp_path):
     small, big = tmp_path / "small.json", tmp_path / "big.json"
     small.write_text("{}")
@@ -249,6 +251,7 @@ def test_readme_makes_the_configmaps_with_the_script():
     assert "kubectl create configmap" not in text  # no hand-made ConfigMap of several files
 
 
+@pytest.mark.processes  # runs shellcheck
 def test_configmaps_script_passes_shellcheck():
     result = subprocess.run(
         [dev_tool("shellcheck"), str(CONFIGMAPS_SCRIPT)], capture_output=True, text=True

@@ -91,6 +91,7 @@ def test_validation_rejects_unknown_fields_and_wrong_types(mutate, message):
         validate_config(prepare_config(broken))
 
 
+@pytest.mark.processes  # runs bash -n
 def test_every_command_is_valid_bash():
     for command in all_commands(config()):
         result = subprocess.run(["bash", "-n", "-c", command], capture_output=True, text=True)

@@ -17,6 +17,8 @@ import pytest
 
 from tests.deploy import REPO, dev_tool
 
+pytestmark = pytest.mark.processes  # every test runs the script or shellcheck
+
 SCRIPT = REPO / "deploy" / "docker" / "star-head.sh"
 TIMEOUT_S = 20.0
 

@@ -16,6 +16,8 @@ from star_core.estimators import ESState, PESState, es_grad, pes_grad
 from star_core.estimators.unroll import tile_signs
 from tests.estimators import estimator_toys as toys
 
+pytestmark = pytest.mark.slow  # every test compiles and runs JAX code for seconds
+
 Z_TOLERANCE = 5.0  # standard errors allowed between a sample mean and its target
 NUM_SAMPLES = 4000  # independent single-pair replicas per statistical test
 

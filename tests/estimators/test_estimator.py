@@ -49,6 +49,7 @@ def _zero_source(seed, num_pairs, num_steps):
     return np.zeros((num_steps, num_pairs), np.float32)
 
 
+@pytest.mark.slow
 def test_init_state_staggers_steps_and_pairs_start_equal():
     problem = toys.sgd_on_quadratic(np.array([1.0, 2.0]), np.array([0, 0]))
     config = EstimatorConfig(kind="pes", truncation_length=5, horizon=40, num_pairs=200)
@@ -63,6 +64,7 @@ def test_init_state_staggers_steps_and_pairs_start_equal():
     np.testing.assert_array_equal(state.accumulator, 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["es", "pes"])
 def test_estimator_on_quadratic_meta_loss_matches_a_theta(kind):
     """One call with P pairs. Per pair, g_j = (theta^T A eps) eps / sigma^2 whose coordinate
@@ -123,6 +125,7 @@ def _direct_meta_loss(task, lopt, theta, inner, batches, num_pairs):
     return float(np.mean(losses))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind,optimizer", [("pes", "star"), ("es", "hyperparam")])
 def test_estimator_on_digits_mlp(kind, optimizer):
     task, lopt = tasks.get("digits_mlp"), optimizers.get(optimizer)

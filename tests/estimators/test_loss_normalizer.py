@@ -21,6 +21,8 @@ from star_core import optimizers
 from star_core.estimators import EstimatorConfig, make_estimator
 from star_core.tasks.base import normalize_loss
 
+pytestmark = pytest.mark.slow  # every test compiles and runs JAX code for seconds
+
 MAX_LOSS = 2.0  # cap of the toy task's normalized loss
 NUM_PAIRS = 2
 TRUNCATION = 4

@@ -31,10 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from jax.flatten_util import ravel_pytree
 
 from star_core import optimizers, tasks
 from star_core.estimators import EstimatorConfig, make_estimator, make_inner_problem
+
+pytestmark = pytest.mark.slow  # every test compiles and runs JAX code for seconds
 
 Z = 5.0  # standard errors the improvement must exceed (check 1)
 Z_RANDOM = 3.0  # random-step standard deviations the improvement must exceed (check 2)

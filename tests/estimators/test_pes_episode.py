@@ -20,10 +20,13 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from star_core.estimators import PESState, pes_grad
 from star_core.estimators.unroll import tile_signs
 from tests.estimators import estimator_toys as toys
+
+pytestmark = pytest.mark.slow  # every test compiles and runs JAX code for seconds
 
 HORIZON = 8
 TRUNCATION = 5

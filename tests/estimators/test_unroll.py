@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from star_core.estimators import unroll
 from star_core.estimators.unroll import tile_signs
@@ -52,6 +53,7 @@ def test_resets_exactly_at_horizon_and_reset_step_is_masked():
     np.testing.assert_array_equal(steps_out, [0, 2])
 
 
+@pytest.mark.slow
 def test_unroll_matches_a_python_loop_over_trajectories():
     h, groups = np.array([0.5, 1.0, 2.0]), np.array([0, 0, 1])
     problem = toys.sgd_on_quadratic(h, groups)

@@ -79,6 +79,7 @@ def test_there_are_39_named_features():
     assert FEATURE_NAMES[-1] == "time_100000"
 
 
+@pytest.mark.slow
 def test_unfactored_vector_matches_hand_computation():
     g = np.array([1.0, -2.0, 0.5, 3.0])
     p = np.array([0.1, 0.2, -0.3, 0.0])
@@ -89,6 +90,7 @@ def test_unfactored_vector_matches_hand_computation():
     np.testing.assert_allclose(got[:, 28], math.tanh(4.0), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_factored_matrix_matches_hand_computation():
     g = np.array([[1.0, -2.0, 0.5], [0.25, 3.0, -1.0]])
     p = np.array([[0.1, 0.2, -0.3], [0.0, 1.0, 2.0]])
@@ -102,6 +104,7 @@ def test_factored_matrix_matches_hand_computation():
     np.testing.assert_allclose(got[0, 0, 13], want, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(2, 3, 4), (3, 3, 2, 4)])
 def test_rank3_and_rank4_tensors_match_hand_computation(shape):
     rng = np.random.default_rng(len(shape))
@@ -161,6 +164,7 @@ GRADIENT_SCALES = (10.0, 0.01, 1.0, 0.0)
 NUM_OFFSET_DRAWS = 64
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(), (5,), (4, 3), (2, 3, 4), (2, 3, 2, 3)])
 def test_random_decay_offsets_keep_every_update_finite(shape):
     key_offsets, key_grads, key_param = jax.random.split(jax.random.key(len(shape)), 3)
@@ -181,6 +185,7 @@ def test_random_decay_offsets_keep_every_update_finite(shape):
         assert bool(jnp.all(jnp.isfinite(features))), (shape, steps)
 
 
+@pytest.mark.slow
 def test_issue_example_adafactor_offset_025_stays_finite():
     # Adafactor offset 0.25 made the 0.9 decay -0.218 before clipping: after gradients 10 and
     # 0.01 the row statistic was negative and the preconditioner NaN.

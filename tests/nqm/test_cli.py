@@ -8,6 +8,7 @@ import pytest
 from services.cli.main import main
 
 
+@pytest.mark.slow
 def test_figures_quick_writes_pngs_and_json(tmp_path, capsys):
     out = tmp_path / "nqm"
     assert main(["nqm", "figures", "--out", str(out), "--quick"]) == 0

@@ -84,6 +84,7 @@ def test_one_step_by_hand():
     assert float(value) == pytest.approx(by_hand, rel=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("alpha", "preconditioned", "random_start"),
     [(0.3, False, False), (0.5, True, False), (0.3, False, True)],
@@ -106,6 +107,7 @@ def test_monte_carlo_mean_matches_closed_form(alpha, preconditioned, random_star
     assert 0.5 * np.trace(H @ sigma_xi) > 10 * NUM_STANDARD_ERRORS * standard_error
 
 
+@pytest.mark.slow
 def test_monte_carlo_meta_gradient_matches_closed_form_gradient():
     H, P, phi0, sigma_xi = _problem(3, seed=4)
     P, alpha, T = 0.2 * P, 0.4, 8

@@ -28,6 +28,7 @@ def test_log10_trace_variance_by_hand():
     assert _log10_trace_variance(1e200 * grads) == pytest.approx(400 + np.log10(8.0), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_figure2a_variance_lower_inside_bounds_at_T100(setup):
     problem, P0 = setup
     eig = np.linalg.eigvalsh(P0)
@@ -41,6 +42,7 @@ def test_figure2a_variance_lower_inside_bounds_at_T100(setup):
     assert log_var[1] + 3.0 < log_var[0], log_var
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["closed_form", "sample"])
 def test_meta_train_reaches_lower_meta_loss(setup, estimator):
     problem, P0 = setup

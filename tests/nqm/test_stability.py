@@ -46,6 +46,7 @@ def _draw_within(rng, n, low, high):
     return np.concatenate([[low, high], inner])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preconditioned", [False, True])
 def test_conditions_imply_stability(preconditioned):
     rng = np.random.default_rng(0)

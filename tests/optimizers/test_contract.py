@@ -14,6 +14,8 @@ NAMES = tuple(optimizers.OPTIMIZERS)
 LEARNED = ("blackbox", "star", "hyperparam")
 QUADRATIC_STEPS = 100  # scanned steps on the quadratic
 LOOP_STEPS = 3  # steps also run one by one with a jitted step, to compare with the scan
+# NAMES, the learned optimizers marked slow: their contract_run compiles the MLP for seconds.
+NAMES_BY_COST = [pytest.param(n, marks=pytest.mark.slow) if n in LEARNED else n for n in NAMES]
 
 
 def make_params(key):
@@ -93,11 +95,13 @@ def contract_run(name):
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_second_update_call_does_not_recompile(name):
     assert contract_run(name)["num_traces"] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_updates_are_finite_with_the_params_shapes_and_dtypes(name):
     run = contract_run(name)
@@ -111,13 +115,13 @@ def test_updates_are_finite_with_the_params_shapes_and_dtypes(name):
         assert run["state"].t.dtype == jnp.int32 and int(run["state"].t) == LOOP_STEPS
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES_BY_COST)
 def test_lax_scan_equals_step_by_step_loop(name):
     run = contract_run(name)
     np.testing.assert_allclose(run["scan_losses"][:LOOP_STEPS], run["loop_losses"], rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES_BY_COST)
 def test_decreases_a_quadratic(name):
     run = contract_run(name)
     # Each optimizer moves every entry by ~1e-3..1e-2 per step toward 0; over 100 steps that removes
@@ -126,6 +130,7 @@ def test_decreases_a_quadratic(name):
     assert run["final_loss"] < 0.9 * run["loop_losses"][0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", LEARNED)
 def test_vmap_over_thetas_equals_separate_calls(name):
     opt = optimizers.get(name)

@@ -70,6 +70,7 @@ def star_theta():
     return optimizers.get("star").init_meta_params(jax.random.key(0))
 
 
+@pytest.mark.slow
 def test_blackbox_follows_eq_20_on_the_reference_features():
     opt = optimizers.get("blackbox")
     theta = opt.init_meta_params(jax.random.key(1))
@@ -78,6 +79,7 @@ def test_blackbox_follows_eq_20_on_the_reference_features():
     np.testing.assert_allclose(first_update(opt, theta), want, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_star_follows_eqs_21_22_on_the_reference_features(star_theta):
     out = reference_outputs(star_theta)
     momenta, v = first_step_moments()
@@ -101,6 +103,7 @@ def two_updates(opt, theta):
     return u1, u2, params1
 
 
+@pytest.mark.slow
 def test_star_second_update_follows_eqs_21_22_by_hand(star_theta):
     opt = optimizers.get("star", beta3=1e-3)
     _, u2, params1 = two_updates(opt, star_theta)
@@ -122,6 +125,7 @@ def test_star_second_update_follows_eqs_21_22_by_hand(star_theta):
     np.testing.assert_allclose(u2, -(f_b + f_g), rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_star_with_zero_blackbox_weights_equals_its_nominal_term(star_theta):
     theta = zero_heads(star_theta, [0, 1])
     star = first_update(optimizers.get("star"), theta)
@@ -134,6 +138,7 @@ def test_star_with_zero_blackbox_weights_equals_its_nominal_term(star_theta):
     np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_hyperparam_follows_eq_21_on_the_reference_features():
     opt = optimizers.get("hyperparam")
     theta = opt.init_meta_params(jax.random.key(2))
@@ -145,6 +150,7 @@ def test_hyperparam_follows_eq_21_on_the_reference_features():
     np.testing.assert_allclose(first_update(opt, theta), want, rtol=1e-5, atol=1e-9)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(), (5,), (2, 3, 4), (3, 3, 2, 4)])  # rank 2: tests above
 def test_fused_first_layer_equals_the_plain_definition(star_theta, shape):
     # The optimizers fold normalization and time features into the first layer and broadcast the
@@ -168,6 +174,7 @@ def test_fused_first_layer_equals_the_plain_definition(star_theta, shape):
     np.testing.assert_allclose(fused, plain, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["star", "blackbox"])
 def test_adafactor_offset_beyond_the_decay_root_keeps_the_update_finite(name):
     # Offset 0.25 > ln(10) / 10: unclipped, the 0.9 Adafactor decay would be -0.218 and a large
@@ -197,6 +204,7 @@ def test_nominal_log_scale_scales_the_nominal_term(star_theta, c):
     np.testing.assert_allclose(delta, (c - 1) * nominal, rtol=1e-4, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_blackbox_preconditioning_divides_by_sqrt_v(star_theta):
     _, v = first_step_moments()
     plain = first_update(
@@ -206,6 +214,7 @@ def test_blackbox_preconditioning_divides_by_sqrt_v(star_theta):
     np.testing.assert_allclose(precond, plain / jnp.sqrt(v + 1e-6), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("direction", ["adam", "aggmo", "sgd", "adamaggmo"])
 def test_nominal_directions(star_theta, direction):
     theta = nominal_head_only(zero_heads(star_theta, [0, 1, 2]))

@@ -251,6 +251,7 @@ def certificate(tmp_path_factory):
     return key, cert
 
 
+@pytest.mark.processes  # openssl makes the certificate
 def test_tls_with_the_given_ca_and_server_name(certificate, monkeypatch, capsys):
     key, cert = certificate
     server, service, address = star_stub_server.start((key.read_bytes(), cert.read_bytes()))
@@ -413,6 +414,7 @@ def test_fetch_deletes_a_download_whose_sha256_differs(checkpoint, tmp_path, cap
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_fetch_gives_up_after_repeated_cuts_and_keeps_the_part(
     checkpoint, tmp_path, capsys, monkeypatch
 ):

@@ -32,6 +32,7 @@ def holders(tmp_path):
             holder.stop()
 
 
+@pytest.mark.processes  # holder processes
 def test_claims_are_disjoint_and_the_last_process_runs_unpinned(holders):
     pinned = [holders(1) for _ in USED]
     extra = holders(1)
@@ -43,6 +44,7 @@ def test_claims_are_disjoint_and_the_last_process_runs_unpinned(holders):
     assert extra.allowed_list() == set(USED)  # left as it was
 
 
+@pytest.mark.processes  # holder processes
 def test_a_sigkilled_holder_frees_its_cores(holders):
     first = holders(len(USED))
     assert first.cores == USED
@@ -52,6 +54,7 @@ def test_a_sigkilled_holder_frees_its_cores(holders):
     assert holders(len(USED)).cores == USED
 
 
+@pytest.mark.processes  # holder processes
 def test_fewer_free_cores_than_asked_claims_none(holders):
     assert holders(len(USED) + 1).cores == []
     if len(USED) < 2:
@@ -63,6 +66,7 @@ def test_fewer_free_cores_than_asked_claims_none(holders):
     assert holders(len(USED)).cores == USED  # the partial claim was given back
 
 
+@pytest.mark.processes  # holder processes
 def test_every_thread_follows_the_claim(holders):
     holder = holders(1, thread=True)
     threads = holder.report["threads"]

@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from services.exclusive import DataDirectoryInUse, DataDirectoryLock
 from tests.cluster.local_cluster import kill_session
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.processes]  # star serve processes
 
 STARTUP_TIMEOUT_S = 180.0
 # Seconds a refused `star serve` may take (it imports the CLI, then stops before Ray).

@@ -25,7 +25,7 @@ from services.generated.star.v1 import job_pb2
 from tests.cluster.local_cluster import session_processes
 from tests.services.service_fixtures import tiny_spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.processes]  # star serve processes
 
 STARTUP_TIMEOUT_S = 180.0
 STEP_TIMEOUT_S = 300.0

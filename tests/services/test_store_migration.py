@@ -179,6 +179,7 @@ def test_a_spec_that_is_not_json_is_left_as_it_is(tmp_path):
         store.close()
 
 
+@pytest.mark.processes  # a fresh interpreter
 def test_the_migration_does_not_import_protobuf(tmp_path):
     shutil.copy(LEGACY[2] / "star.db", tmp_path / "star.db")
     script = (

@@ -40,6 +40,7 @@ def test_cross_entropy_matches_hand_computation():
     assert float(base.softmax_cross_entropy(logits, labels)) == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_masked_token_cross_entropy_ignores_masked_positions():
     logits = jnp.array([[[0.0, 0.0], [100.0, -100.0]]])
     targets = jnp.array([[0, 1]])

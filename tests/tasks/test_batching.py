@@ -33,6 +33,7 @@ def test_copies_have_independent_orders():
     assert abs(np.mean(overlaps) - b * b / n) < 0.5
 
 
+@pytest.mark.slow
 def test_batches_are_deterministic_in_seed_split_and_copies(data_dir):
     task = tasks.get("digits_mlp", data_dir=data_dir)
     first = [next(task.batches(7, copies=4)) for _ in range(2)]

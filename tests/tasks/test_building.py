@@ -43,6 +43,7 @@ def race(barrier, dataset: str, root: str, results) -> None:
     results.put(data_digest(dataset, root))
 
 
+@pytest.mark.processes  # spawned racers
 @pytest.mark.parametrize("dataset", ["digits", "text"])
 def test_processes_racing_on_a_first_run_all_read_the_same_built_data(tmp_path, capfd, dataset):
     context = multiprocessing.get_context("spawn")  # fresh interpreters, as on separate workers

@@ -32,6 +32,7 @@ def test_digits_builds_identically_twice(data_dir, tmp_path):
         assert first[i]["label"] == second[i]["label"]
 
 
+@pytest.mark.slow
 def test_default_text_corpus_builds_identically_and_holds_out_one_in_ten(data_dir, tmp_path):
     again = tmp_path / "again"
     text.build_text(text.DEFAULT_CORPUS, data_dir=again)

@@ -9,6 +9,8 @@ import pytest
 
 from star_core.tasks.models import attention, layers, recurrent, vision
 
+pytestmark = pytest.mark.slow  # every test compiles and runs JAX code for seconds
+
 
 def test_layer_and_batch_norm_standardize():
     x = jax.random.normal(jax.random.PRNGKey(0), (64, 16)) * 3.0 + 2.0

@@ -58,6 +58,7 @@ def chance_loss(task) -> float | None:
     return None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(tasks.TASKS))
 def test_init_is_deterministic_and_loss_is_finite_near_chance(name, data_dir, tmp_path):
     task, batch = first_batch(name, data_dir, tmp_path)
@@ -100,6 +101,7 @@ def test_the_registry_names_the_bad_field(name, config, field, message):
     assert tasks.get("nqm", dim=3).dim == 3 and tasks.get("nqm") is tasks.TASKS["nqm"]
 
 
+@pytest.mark.slow
 def test_nqm_expected_initial_loss_matches_closed_form():
     # E l(phi_0) = 1/2 tr(H) (init^2 + noise^2) = max_loss / 1.5. Per-sample variance of l is
     # 1/2 sum_i h_i^2 (init^2 + noise^2)^2 < 10 / 2 * 4 = 20; with 4000 samples the mean's std
@@ -145,6 +147,7 @@ TRAINING_TARGETS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, learning_rate, target", TRAINING_TARGETS)
 def test_adam_lowers_the_loss_of_embedded_tasks(name, learning_rate, target, data_dir):
     task = tasks.get(name, data_dir=data_dir)

@@ -56,6 +56,7 @@ METADATA = {
 }
 
 
+@pytest.mark.slow
 def test_round_trip_is_bitwise_exact_with_metadata(tmp_path):
     theta, state, tx = _trained_outer_state(_theta())
     path = tmp_path / "step_000012.safetensors"
@@ -183,6 +184,7 @@ def test_list_checkpoints_sorts_by_step_number_and_skips_estimator_files(tmp_pat
     assert ckpt.list_checkpoints(tmp_path / "missing") == []
 
 
+@pytest.mark.slow
 def test_load_optimizer_trains_a_model_with_the_saved_theta(tmp_path):
     import star_core
     from star_core import optimizers, tasks

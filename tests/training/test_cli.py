@@ -46,6 +46,7 @@ def run_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_config_metrics_and_checkpoint(run_dir):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["tasks"] == ["nqm"] and config["task_args"] == {"nqm": {"dim": 3}}
@@ -66,6 +67,7 @@ def test_train_writes_config_metrics_and_checkpoint(run_dir):
     assert loaded.metadata["step"] == 2 and loaded.metadata["meta_train_config"] == config
 
 
+@pytest.mark.slow
 def test_eval_of_a_baseline_matches_the_library(tmp_path, capsys):
     out = tmp_path / "eval"
     code = main(
@@ -109,6 +111,7 @@ def test_eval_of_a_baseline_matches_the_library(tmp_path, capsys):
     assert (out / "curves.png").read_bytes()[:8] == PNG_MAGIC
 
 
+@pytest.mark.slow
 def test_eval_and_compare_a_checkpoint(run_dir, tmp_path, capsys):
     assert (
         main(
@@ -196,6 +199,7 @@ def test_malformed_key_value_is_a_usage_error(tmp_path):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.slow
 def test_train_warm_starts_from_a_run_and_refuses_another_optimizer(run_dir, tmp_path, capsys):
     args = [
         "--task",

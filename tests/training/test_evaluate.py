@@ -45,6 +45,7 @@ def test_per_seed_numbers_match_the_closed_form(quadratic):
     )
 
 
+@pytest.mark.slow
 def test_divergence_flag(quadratic):
     # lr * h_max = 2.5 > 2: the top eigen-direction grows by 1.5 per step.
     grows = ev.evaluate(quadratic, _sgd(2.5), {}, STEPS, seeds=[0])
@@ -58,6 +59,7 @@ def test_divergence_flag(quadratic):
     assert blown.to_dict()["aggregate"]["mean_loss"] is None
 
 
+@pytest.mark.slow
 def test_runs_do_not_depend_on_their_batch_mates_or_on_chunking(quadratic, monkeypatch):
     noisy = tasks.get("nqm", dim=4)
     together = ev.evaluate(noisy, optimizers.get("adam", learning_rate=0.05), {}, STEPS, [0, 1])
@@ -66,6 +68,7 @@ def test_runs_do_not_depend_on_their_batch_mates_or_on_chunking(quadratic, monke
     np.testing.assert_allclose(alone.curves[0], together.curves[1], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_tuned_adam_picks_its_rate_on_disjoint_seeds_and_reports_plain_adam():
     noisy = tasks.get("nqm", dim=4)
     rates = (1e-3, 3e-2, 0.3)
@@ -102,6 +105,7 @@ def test_tuned_adam_rejects_tuning_seeds_that_overlap_the_reported_ones():
         ev.tune_adam(noisy, STEPS, [0], learning_rates=(1e-2,), tuning_seeds=[5, 5])
 
 
+@pytest.mark.slow
 def test_tuned_adam_progress_counts_both_phases_as_one_run():
     noisy = tasks.get("nqm", dim=4)
     seen = []
@@ -132,6 +136,7 @@ def test_heldout_divergence_flag():
     assert bare.to_dict()["aggregate"]["heldout_diverged"] is None
 
 
+@pytest.mark.slow
 def test_heldout_divergence_on_a_growing_quadratic(quadratic):
     # Noise-free: the held-out loss is the training loss, so both flags agree.
     grows = ev.evaluate(quadratic, _sgd(2.5), {}, STEPS, seeds=[0])
@@ -147,6 +152,7 @@ def test_bad_budgets_are_rejected(quadratic):
         ev.evaluate(quadratic, _sgd(0.1), {}, 3, [1, 1])
 
 
+@pytest.mark.slow
 def test_learned_optimizer_theta_is_shared_by_all_seeds(quadratic):
     lopt = optimizers.get("star")
     theta = lopt.init_meta_params(jax.random.key(0))

@@ -38,6 +38,7 @@ def learner():
     return Learner(MetaTrainConfig.from_dict(CONFIG))
 
 
+@pytest.mark.slow
 def test_apply_averages_the_finite_estimates_and_drops_the_others_one_by_one(learner):
     state = learner.init()
     g1, g2 = _scaled(state.theta, 0.5), _scaled(state.theta, -0.1)
@@ -124,6 +125,7 @@ def test_keys_differ_across_steps_and_workers():
     assert tasks == [task_index(run_keys(3), s, w, 3) for s in range(50) for w in range(4)]
 
 
+@pytest.mark.slow
 def test_two_workers_draw_different_estimates(learner):
     config = learner.config
     theta = learner.init().theta
@@ -134,6 +136,7 @@ def test_two_workers_draw_different_estimates(learner):
     assert _bytes(g1) == _bytes(again)
 
 
+@pytest.mark.slow
 def test_a_stopped_run_checkpoints_and_resumes_exactly(tmp_path):
     config = MetaTrainConfig.from_dict(CONFIG)
     straight = meta_train(config, tmp_path / "a")
@@ -147,6 +150,7 @@ def test_a_stopped_run_checkpoints_and_resumes_exactly(tmp_path):
     assert _bytes(resumed.theta) == _bytes(straight.theta)
 
 
+@pytest.mark.slow
 def test_meta_train_warm_start(tmp_path):
     config = MetaTrainConfig.from_dict(CONFIG)
     first = meta_train(config, tmp_path / "a")

@@ -60,6 +60,7 @@ def test_the_flat_config_file_and_checkpoint_metadata_read_as_the_nested_config(
     assert MetaTrainConfig.from_dict(metadata["meta_train_config"]) == config
 
 
+@pytest.mark.slow
 def test_load_optimizer_reads_the_legacy_checkpoint():
     lopt, theta, metadata = ckpt.load_learned_optimizer(LEGACY_CHECKPOINT)
     assert lopt == _expected().make_optimizer() and metadata["step"] == 2
@@ -77,6 +78,7 @@ def fresh_three_steps(tmp_path_factory):
     return meta_train(config, tmp_path_factory.mktemp("fresh"))
 
 
+@pytest.mark.slow
 def test_star_train_resumes_the_legacy_run(tmp_path, fresh_three_steps):
     run = tmp_path / "run"
     shutil.copytree(LEGACY_RUN, run)
@@ -94,6 +96,7 @@ def test_star_train_resumes_the_legacy_run(tmp_path, fresh_three_steps):
     )
 
 
+@pytest.mark.slow
 def test_star_train_warm_starts_from_the_legacy_checkpoint(tmp_path):
     out = tmp_path / "warm"
     args = ["train", "--out", str(out), "--task", "nqm", "--task-arg", "dim=4"]

@@ -15,6 +15,8 @@ from star_core.training import checkpoint as ckpt
 from star_core.training.config import MetaTrainConfig
 from star_core.training.loop import meta_train
 
+pytestmark = pytest.mark.slow  # every test compiles and runs JAX code for seconds
+
 ESTIMATOR = {"kind": "pes", "sigma": 0.01, "truncation_length": 3, "horizon": 9, "num_pairs": 2}
 
 

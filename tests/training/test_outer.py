@@ -49,6 +49,7 @@ def _reference_adam(theta, grads, lr, clip, lam, decay_all):
     return theta
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("decay_all", [False, True])
 def test_three_steps_match_hand_written_adam_on_clipped_decayed_gradient(decay_all):
     theta0 = _theta()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -44,9 +44,12 @@ POLICIES_TO_PROTO = {
 }
 
 
-def state_to_proto(state: JobState | None) -> int:
+def state_to_proto(state: JobState | None) -> job_pb2.JobState:
     """``JobState.RUNNING`` -> ``JOB_STATE_RUNNING`` (None -> JOB_STATE_UNSPECIFIED)."""
-    return job_pb2.JobState.Value(f"JOB_STATE_{state.value}") if state else 0
+    if state is None:
+        return job_pb2.JOB_STATE_UNSPECIFIED
+    # protoc's stubs type enum fields by their enum class; Value gives the plain int it is
+    return cast(job_pb2.JobState, job_pb2.JobState.Value(f"JOB_STATE_{state.value}"))
 
 
 def state_from_proto(value: int, field: str = "state") -> JobState:
@@ -182,7 +185,7 @@ def event_to_proto(event: JobEvent) -> job_pb2.JobEvent:
     else:
         out.log.CopyFrom(
             job_pb2.LogMessage(
-                level=job_pb2.LogLevel.Value(f"LOG_LEVEL_{payload['level']}"),
+                level=f"LOG_LEVEL_{payload['level']}",
                 message=payload["message"],
             )
         )

@@ -89,7 +89,7 @@ def stdlib_documents() -> list[str]:
 
 def file_documents(files: Sequence[str | os.PathLike]) -> list[str]:
     """Paragraphs (separated by blank lines) of UTF-8 text files, in order."""
-    documents = []
+    documents: list[str] = []
     for path in files:
         text = open(path, encoding="utf-8", errors="replace").read()  # noqa: SIM115
         documents.extend(p.strip() for p in re.split(r"\n\s*\n", text) if p.strip())
