@@ -161,8 +161,8 @@ def cpu_quota(proc_cgroup: Path = PROC_CGROUP, root: Path = CGROUP_ROOT) -> floa
 def _quota(folder: Path) -> float | None:
     """The CPU quota set in one cgroup folder, in CPUs; None when unlimited or absent."""
     with contextlib.suppress(OSError, ValueError):
-        quota, period = (folder / "cpu.max").read_text().split()
-        return None if quota == "max" else int(quota) / int(period)
+        limit, window = (folder / "cpu.max").read_text().split()
+        return None if limit == "max" else int(limit) / int(window)
     with contextlib.suppress(OSError, ValueError):
         quota = int((folder / "cpu.cfs_quota_us").read_text())
         period = int((folder / "cpu.cfs_period_us").read_text())

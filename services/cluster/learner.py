@@ -117,7 +117,7 @@ class LearnerActor:
         from services.cluster.worker import WorkerActor
 
         worker_class = self.worker_class or WorkerActor
-        remote = ray.remote(worker_class)
+        remote: Any = ray.remote(worker_class)
         options = {"max_restarts": WORKER_MAX_RESTARTS, **self.worker_options}
         # A stand-in worker class that must not import JAX (benchmarks/sleep_worker.py) takes
         # the config as a plain dict: unpickling a MetaTrainConfig imports star_core and JAX.

@@ -54,18 +54,25 @@ class JobMetrics:
         from ray.util import metrics
 
         self.tags = {"job_id": job_id}
-        self.handles = []
-        for metric in METRICS:
-            cls = metrics.Gauge if metric.kind == "gauge" else metrics.Counter
-            self.handles.append((metric, cls(metric.name, metric.description, METRIC_TAGS)))
+        self.gauges = [
+            (metric, metrics.Gauge(metric.name, metric.description, METRIC_TAGS))
+            for metric in METRICS
+            if metric.kind == "gauge"
+        ]
+        self.counters = [
+            (metric, metrics.Counter(metric.name, metric.description, METRIC_TAGS))
+            for metric in METRICS
+            if metric.kind == "counter"
+        ]
 
     def record(self, step: int, record: Any) -> None:
         """Export one outer step's ``StepRecord`` (``services.cluster.events``): gauges set
         (NaN skipped), counters incremented."""
-        for metric, handle in self.handles:
+        for metric, gauge in self.gauges:
             value = step if metric.field == "step" else getattr(record, metric.field)
-            if metric.kind == "gauge":
-                if value == value:  # NaN is not exported
-                    handle.set(value, tags=self.tags)
-            elif value:
-                handle.inc(value, tags=self.tags)
+            if value == value:  # NaN is not exported
+                gauge.set(value, tags=self.tags)
+        for metric, counter in self.counters:
+            value = getattr(record, metric.field)
+            if value:
+                counter.inc(value, tags=self.tags)

@@ -34,7 +34,7 @@ from services.cluster.evaluation import EvaluationTask
 from services.cluster.learner import LearnerActor, learner_name
 from services.cluster.lifecycle import Outcome, StopReason, requeue, stopped_outcome
 from services.domain import JobState
-from services.domain.spec import TrainingSpec
+from services.domain.spec import EvaluationConfig, TrainingSpec
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class TrainingRunner:
         if not await self._train():
             return stopped_outcome(self.stop_reason, "the learner")
         if self.spec.evaluation is not None and self.stop_reason is None:
-            await self._evaluate()
+            await self._evaluate(self.spec.evaluation)
         if self.stop_reason is not None:  # a stop request during the evaluation
             return stopped_outcome(self.stop_reason)
         return Outcome(JobState.SUCCEEDED, "finished")
@@ -197,11 +197,10 @@ class TrainingRunner:
         for level, message in placement.describe(event, plan):
             await self._log(level, message)
 
-    async def _evaluate(self) -> None:
+    async def _evaluate(self, evaluation: EvaluationConfig) -> None:
         latest = await self._call(self.store.latest_checkpoint, self.job_id)
         data = await self._call(self.checkpoints.read_bytes, latest)
         await self._log("INFO", "evaluating the final checkpoint")
-        evaluation = self.spec.evaluation
         task = evaluation.task or self.spec.config.tasks[0]
         steps = evaluation.steps_for(self.spec.config.estimator.horizon)
         summaries = await self._evaluation.run(data, task, steps, evaluation)

@@ -88,18 +88,17 @@ def connect(
     import ray
 
     if ray.is_initialized():
-        context = ray.get_runtime_context()
-        return RayConnection(context.gcs_address, "", False, "", owned=False)
+        return RayConnection(ray.get_runtime_context().gcs_address, "", False, "", owned=False)
     if address:
-        context = ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
+        joined = ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING)
         return RayConnection(
-            ray.get_runtime_context().gcs_address, _url(context.dashboard_url), False, ""
+            ray.get_runtime_context().gcs_address, _url(joined.dashboard_url), False, ""
         )
     options: dict[str, Any] = {"include_dashboard": True, "dashboard_host": dashboard_host}
     if dashboard_port is not None:
         options["dashboard_port"] = dashboard_port
     # address="local": always a new instance, never one that `ray start` left on this machine.
-    context = ray.init(
+    started = ray.init(
         address="local",
         num_cpus=num_cpus,
         resources={LEARNER_RESOURCE: LOCAL_LEARNER_SLOTS},
@@ -108,7 +107,7 @@ def connect(
         **options,
     )
     return RayConnection(
-        ray.get_runtime_context().gcs_address, _url(context.dashboard_url), True, str(token_path)
+        ray.get_runtime_context().gcs_address, _url(started.dashboard_url), True, str(token_path)
     )
 
 
@@ -121,7 +120,8 @@ def _reload_ray_config() -> None:
     """Make an already imported Ray see the authentication settings of the environment."""
     if "ray" not in sys.modules:
         return
-    from ray._raylet import Config  # what Ray's own token set-up calls after changing the mode
+    # What Ray's own token set-up calls after changing the mode (a Cython module: no stubs).
+    from ray._raylet import Config  # type: ignore[attr-defined]
 
     Config.initialize("")
 

@@ -188,12 +188,16 @@ def average_finite(estimates: Sequence[Any]) -> tuple[Any | None, int]:
     if not estimates:
         return None, 0
     treedef = jax.tree.structure(estimates[0])
-    leaves = [[np.asarray(x) for x in treedef.flatten_up_to(g)] for g in estimates]
+    # flatten_up_to: each estimate's leaves in theta's order, raising when its structure differs
+    # (a method of jaxlib's PyTreeDef that JAX's stubs leave out).
+    flatten = treedef.flatten_up_to  # type: ignore[attr-defined]
+    leaves = [[np.asarray(x) for x in flatten(g)] for g in estimates]
+    total: list[np.ndarray] | None
     if sum(x.nbytes for x in leaves[0]) * len(leaves) <= STACK_BYTES:
         total, used = _stacked_sum(leaves)
     else:
         total, used = _running_sum(leaves)
-    if used == 0:
+    if total is None or used == 0:
         return None, 0
     return jax.tree.unflatten(treedef, [x / used for x in total]), used
 
