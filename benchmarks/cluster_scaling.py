@@ -88,19 +88,18 @@ def job_spec(
     return spec
 
 
-def run_job(stub, spec, discard: int, measured: int, out: Path, profile_s: float = 0) -> dict:
+def run_job(client, spec, discard: int, measured: int, out: Path, profile_s: float = 0) -> dict:
     """Submit ``spec`` and follow it to the end: steady-state throughput, CPU per step, and
     (``profile_s`` > 0) the learner's profile over the steps after the measured ones."""
     import learner_profile
 
-    from services.generated.star.v1 import job_pb2, service_pb2
+    from services.generated.star.v1 import job_pb2
 
     t0 = time.perf_counter()
-    job = stub.SubmitJob(service_pb2.SubmitJobRequest(spec=spec), timeout=60)
+    job = client.submit(spec)
     times, estimates, walls, meter, sampler = [], [], [], Meter(), None
     profile_file = out / f"profile-{job.job_id}.txt"
-    request = service_pb2.WatchJobRequest(job_id=job.job_id)
-    for event in stub.WatchJob(request, timeout=JOB_TIMEOUT_S):
+    for event in client.watch(job.job_id, timeout=JOB_TIMEOUT_S):
         if event.WhichOneof("event") != "metrics":
             continue
         times.append(time.perf_counter())
@@ -114,7 +113,7 @@ def run_job(stub, spec, discard: int, measured: int, out: Path, profile_s: float
             pid = learner_pid()
             if profile_s and pid:
                 sampler = learner_profile.start(pid, profile_s, profile_file)
-    final = stub.GetJob(service_pb2.GetJobRequest(job_id=job.job_id), timeout=60)
+    final = client.get_job(job.job_id)
     if final.state != job_pb2.JOB_STATE_SUCCEEDED:
         raise RuntimeError(f"job {job.job_id} ended {final.state}: {final.error}")
     if len(times) < discard + measured + 1:
@@ -165,14 +164,14 @@ class Service:
         self.service = BackgroundService(options)
 
     def __enter__(self):
-        from service_calls import make_stub
+        from services.client import StarClient
 
         self.service.start()
-        self.channel, stub = make_stub(self.service.address)
-        return stub
+        self.client = StarClient(self.service.address)
+        return self.client
 
     def __exit__(self, *exc) -> None:
-        self.channel.close()
+        self.client.close()
         self.service.stop()
 
 
@@ -199,7 +198,7 @@ def measure_scaling(cluster, args, out: Path) -> dict:
         discard, measured = args.discard, max(args.min_steps, round(args.window_s / cost))
         extra = max(2, round(args.profile_s / cost)) if args.profile_s else 0
         rows = results.setdefault(str(cost), {})
-        with Service(cluster, args.work / f"data-{cost}", sleeping_worker(cost)) as stub:
+        with Service(cluster, args.work / f"data-{cost}", sleeping_worker(cost)) as client:
             print(f"estimate cost {cost} s ({measured} outer steps measured):", flush=True)
             for n in [*args.workers, 1]:
                 if not enough_memory(n):
@@ -207,7 +206,7 @@ def measure_scaling(cluster, args, out: Path) -> dict:
                 last = n == max(args.workers)
                 steps = discard + measured + (extra if last else 0) + 1
                 spec = job_spec(n, steps)
-                row = run_job(stub, spec, discard, measured, out, args.profile_s if last else 0)
+                row = run_job(client, spec, discard, measured, out, args.profile_s if last else 0)
                 row["of_ideal"] = row["estimates_per_s"] * cost / n
                 if str(n) in rows:
                     rows[str(n)]["again"] = row
@@ -257,8 +256,9 @@ def measure_stragglers(cluster, args, out: Path) -> dict:
     for round_ in range(args.straggler_rounds):
         for i, (label, (worker_class, batch, staleness)) in enumerate(runs.items()):
             spec = job_spec(n, steps, batch, staleness)
-            with Service(cluster, args.work / f"data-straggler-{round_}-{i}", worker_class) as stub:
-                row = run_job(stub, spec, args.discard, measured, out)
+            data_dir = args.work / f"data-straggler-{round_}-{i}"
+            with Service(cluster, data_dir, worker_class) as client:
+                row = run_job(client, spec, args.discard, measured, out)
             if label == "no straggler":
                 baseline = row["estimates_per_s"]
             row["vs no straggler"] = row["estimates_per_s"] / baseline

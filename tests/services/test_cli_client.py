@@ -9,7 +9,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 
 import pytest
@@ -24,6 +23,7 @@ from services.client import client as star_client
 from services.client.streams import part_path
 from services.generated.star.v1 import job_pb2, schedule_pb2
 from star_core.training.config import MetaTrainConfig
+from tests.cluster.local_cluster import free_port
 from tests.services import star_stub_server
 from tests.services.star_stub_server import SPEC, SPEC_YAML, job_events
 
@@ -57,12 +57,6 @@ TRAIN_FLAGS = [
     "--checkpoint-interval",
     "3",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def error_lines(capsys) -> list[str]:

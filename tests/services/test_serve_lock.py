@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,19 +21,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.exclusive import DataDirectoryInUse, DataDirectoryLock
-from tests.cluster.local_cluster import kill_session
+from tests.cluster.local_cluster import free_port, kill_session
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes]  # star serve processes
 
 STARTUP_TIMEOUT_S = 180.0
 # Seconds a refused `star serve` may take (it imports the CLI, then stops before Ray).
 REFUSED_TIMEOUT_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _command(data_dir: Path, port: int) -> list[str]:
@@ -50,7 +43,7 @@ def _command(data_dir: Path, port: int) -> list[str]:
         "--num-cpus",
         "1",
         "--dashboard-port",
-        str(_free_port()),
+        str(free_port()),
     ]
 
 
@@ -93,7 +86,7 @@ def _refused(data_dir: Path, port: int) -> subprocess.CompletedProcess:
 
 
 def test_one_service_per_data_directory_and_per_port(tmp_path):
-    data_dir, port = tmp_path / "data", _free_port()
+    data_dir, port = tmp_path / "data", free_port()
     leftovers = data_dir / "checkpoints" / "job-killed"
     leftovers.mkdir(parents=True)
     (leftovers / ".step_000000004-0a1b2c3d.safetensors.x1y2z3.tmp").write_bytes(b"cut")
@@ -111,7 +104,7 @@ def test_one_service_per_data_directory_and_per_port(tmp_path):
         assert not leftovers.exists()  # swept at start
         assert (data_dir / "star.lock").read_text() == f"{first.pid}\n"
 
-        second = _refused(data_dir, _free_port())
+        second = _refused(data_dir, free_port())
         assert second.returncode == 2, second.stderr
         assert second.stderr.splitlines() == [
             f"star: error: data directory {data_dir.resolve()} is in use by another star serve"

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pytest
 
 from services.client import StarClient, StarError
 from services.generated.star.v1 import job_pb2
-from tests.cluster.local_cluster import session_processes
+from tests.cluster.local_cluster import free_port, session_processes
 from tests.services.service_fixtures import tiny_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.processes]  # star serve processes
@@ -33,12 +32,6 @@ STEP_TIMEOUT_S = 300.0
 HEALTH_WAIT_S = 2.0
 # Seconds the killed group's processes get to disappear.
 REAP_TIMEOUT_S = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServeProcess:
@@ -59,7 +52,7 @@ class ServeProcess:
             "--num-cpus",
             "2",
             "--dashboard-port",
-            str(_free_port()),
+            str(free_port()),
         ]
         env = {**os.environ, "JAX_PLATFORMS": "cpu"}
         self.process = subprocess.Popen(
@@ -109,7 +102,7 @@ def _events_until(client: StarClient, job_id: str, until) -> list[job_pb2.JobEve
 
 
 def test_sigkill_of_the_service_tree_then_restart_resumes_the_job(tmp_path):
-    data_dir, port = tmp_path / "data", _free_port()
+    data_dir, port = tmp_path / "data", free_port()
     first = ServeProcess(data_dir, port, tmp_path / "serve.log")
     second = None
     try:
