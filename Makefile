@@ -6,7 +6,8 @@
 #               second or two each (no lint): a quick answer while working, not a substitute
 # (.ci/run calls `make test`.)
 # Installs use constraints.txt, the exact versions the tests last passed with, so that a fresh
-# clone gets a tested set. After adding or bumping a dependency in pyproject.toml, install it
+# clone gets a tested set, and uv (pinned there too), which installs them in seconds where pip
+# takes minutes. After adding or bumping a dependency in pyproject.toml, install it
 # (.venv/bin/pip install ...) and run `make constraints` to regenerate the file (if pip reports a
 # conflict with an old pin, delete that package's line from constraints.txt first).
 
@@ -20,8 +21,8 @@ export JAX_PLATFORMS ?= cpu
 
 $(BIN)/star: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e ".[dev]"
 	touch $(BIN)/star
 
 install: $(BIN)/star
@@ -53,8 +54,12 @@ lint: install
 	$(BIN)/mypy
 
 # The test session is hermetic (tests/conftest.py): an empty home and data directory of its own.
+# Two pytest-xdist workers: one runs the tests that start Ray or other processes, one after the
+# other (tests/conftest.py groups them), the other runs the rest beside it.
+TEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 # Markers (tests/conftest.py, pyproject.toml): `processes` starts Ray or another process,
 # `slow` takes seconds (JAX compilations, real training).

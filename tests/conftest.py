@@ -15,12 +15,18 @@ session gets a temporary folder of its own, removed at the end, and points at it
 - ``XDG_CACHE_HOME``, ``XDG_CONFIG_HOME``, ``RUSTUP_HOME``: where tools keep caches and settings
   on purpose, outside the home (matplotlib creates both XDG folders and caches its font list;
   pip asks ``rustc --version`` for its user agent, and rustup's ``rustc``, where installed,
-  writes its settings into ``RUSTUP_HOME``, by default ``~/.rustup``).
+  writes its settings into ``RUSTUP_HOME``, by default ``~/.rustup``);
+- ``JAX_COMPILATION_CACHE_DIR``: JAX's persistent compilation cache, shared by the processes of
+  the session (the pytest process, Ray's workers, ``star serve`` subprocesses), so that each
+  job's new worker processes load what an earlier one compiled instead of compiling it again.
+  It starts empty, like everything else here.
 
 Tests that start Ray or any other process carry the ``processes`` marker, which ``make
-test-fast`` deselects (``-m "not processes"``). It is applied here to every test that uses the
-session's Ray (the ``ray_session`` fixture, so also ``running_service`` and ``client``) and to
-every test under ``tests/cluster``; other tests that start processes are marked in their module.
+test-fast`` deselects (``-m "not processes"``) and ``make test`` runs in one pytest-xdist
+worker of their own, one after the other, while a second worker runs the rest. It is applied
+here to every test that uses the session's Ray (the ``ray_session`` fixture, so also
+``running_service`` and ``client``) and to every test under ``tests/cluster``; other tests that
+start processes are marked in their module.
 A test without the marker that starts a process anyway (``subprocess``, ``os.fork``,
 ``os.posix_spawn``, ``os.system``, ``os.exec*``, a multiprocessing spawn) fails with the command
 it ran, so the fast selection stays free of processes (a library's own helper, such as
@@ -45,6 +51,7 @@ SESSION_FOLDERS = {
     "XDG_CACHE_HOME": "cache",
     "XDG_CONFIG_HOME": "config",
     "RUSTUP_HOME": "rustup",
+    "JAX_COMPILATION_CACHE_DIR": "jax-cache",
 }
 # Paths listed when the tests wrote into the home (the rest are counted).
 LISTED_PATHS = 20
@@ -111,13 +118,34 @@ def nothing_written_into_the_home():
 # ----- tests that start Ray or other processes ---------------------------------------------------
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)  # before every plugin's hook: -m and pytest-xdist read the marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]):
+    mark_processes(items)
+    result = yield
+    if config.getvalue("loadgroup"):  # an xdist worker of `--dist loadgroup`
+        ungrouped = [i.nodeid for i in items if i.get_closest_marker(PROCESSES)]
+        ungrouped = [nodeid for nodeid in ungrouped if not nodeid.endswith(f"@{PROCESSES}")]
+        if ungrouped:  # two workers would each start Ray and claim the same cores
+            raise pytest.UsageError(
+                f"pytest-xdist did not group {ungrouped[0]} (and {len(ungrouped) - 1} more)"
+                " with the other tests that start processes: pyproject.toml pins the pytest"
+                " versions whose node ids it can group"
+            )
+    return result
+
+
+def mark_processes(items: list[pytest.Item]) -> None:
     tests = Path(__file__).parent
     for item in items:
         folder = item.path.relative_to(tests).parts[0]
         uses_ray = RAY_FIXTURES & set(getattr(item, "fixturenames", ()))
         if uses_ray or folder in PROCESS_FOLDERS:
             item.add_marker(PROCESSES)
+        if item.get_closest_marker(PROCESSES):
+            # Under pytest-xdist (`make test`: -n 2 --dist loadgroup) these run one after the
+            # other in one worker, sharing its Ray instance and the node's cores (the workers'
+            # core claims), as in a plain session; the other worker runs the rest beside them.
+            item.add_marker(pytest.mark.xdist_group(PROCESSES))
 
 
 class ProcessGuard:
