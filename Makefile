@@ -54,8 +54,8 @@ lint: install
 	$(BIN)/mypy
 
 # The test session is hermetic (tests/conftest.py): an empty home and data directory of its own.
-# Two pytest-xdist workers: one runs the tests that start Ray or other processes, one after the
-# other (tests/conftest.py groups them), the other runs the rest beside it.
+# Two pytest-xdist workers; the tests of the session's Ray run in one of them, one after the
+# other, and so do the tests of each module that starts processes (tests/conftest.py).
 TEST_WORKERS ?= 2
 
 test: lint

@@ -22,12 +22,11 @@ session gets a temporary folder of its own, removed at the end, and points at it
   It starts empty, like everything else here.
 
 Tests that start Ray or any other process carry the ``processes`` marker, which ``make
-test-fast`` deselects (``-m "not processes"``) and ``make test`` runs in one pytest-xdist
-worker of their own, one after the other, while a second worker runs the rest. It is applied
-here to every test that uses the session's Ray (the ``ray_session`` fixture, so also
-``running_service`` and ``client``) and to every test under ``tests/cluster``; other tests that
-start processes are marked in their module.
-A test without the marker that starts a process anyway (``subprocess``, ``os.fork``,
+test-fast`` deselects (``-m "not processes"``) and ``make test`` groups for pytest-xdist
+(``mark_processes``). It is applied here to every test that uses the session's Ray (the
+``ray_session`` fixture, so also ``running_service`` and ``client``) and to every test under
+``tests/cluster``; other tests that start processes are marked in their module. A test
+without the marker that starts a process anyway (``subprocess``, ``os.fork``,
 ``os.posix_spawn``, ``os.system``, ``os.exec*``, a multiprocessing spawn) fails with the command
 it ran, so the fast selection stays free of processes (a library's own helper, such as
 matplotlib's fc-list, is not counted: ``LIBRARY_HELPERS``).
@@ -60,6 +59,8 @@ LISTED_PATHS = 20
 PROCESSES = "processes"
 # Fixtures that start Ray (directly or through the fixtures they use).
 RAY_FIXTURES = frozenset({"ray_session"})
+# The pytest-xdist group of the tests that use the session's Ray.
+SESSION_RAY_GROUP = "session-ray"
 # Test folders whose every test starts processes (a Ray cluster of its own, star serve).
 PROCESS_FOLDERS = ("cluster",)
 # Audit events of starting a process (sys.audit; multiprocessing's spawn has none, see below).
@@ -120,32 +121,38 @@ def nothing_written_into_the_home():
 
 @pytest.hookimpl(wrapper=True)  # before every plugin's hook: -m and pytest-xdist read the marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]):
-    mark_processes(items)
+    tests = Path(__file__).parent
+    for item in items:
+        mark_processes(item, tests)
     result = yield
     if config.getvalue("loadgroup"):  # an xdist worker of `--dist loadgroup`
-        ungrouped = [i.nodeid for i in items if i.get_closest_marker(PROCESSES)]
-        ungrouped = [nodeid for nodeid in ungrouped if not nodeid.endswith(f"@{PROCESSES}")]
-        if ungrouped:  # two workers would each start Ray and claim the same cores
+        ungrouped = [i.nodeid for i in items if i.get_closest_marker("xdist_group")]
+        ungrouped = [nodeid for nodeid in ungrouped if "@" not in nodeid.rpartition("]")[2]]
+        if ungrouped:  # two workers would each start the session's Ray, or a module's cluster
             raise pytest.UsageError(
-                f"pytest-xdist did not group {ungrouped[0]} (and {len(ungrouped) - 1} more)"
-                " with the other tests that start processes: pyproject.toml pins the pytest"
-                " versions whose node ids it can group"
+                f"pytest-xdist did not group {ungrouped[0]} (and {len(ungrouped) - 1} more):"
+                " pyproject.toml pins the pytest versions whose node ids it can group"
             )
     return result
 
 
-def mark_processes(items: list[pytest.Item]) -> None:
-    tests = Path(__file__).parent
-    for item in items:
-        folder = item.path.relative_to(tests).parts[0]
-        uses_ray = RAY_FIXTURES & set(getattr(item, "fixturenames", ()))
-        if uses_ray or folder in PROCESS_FOLDERS:
-            item.add_marker(PROCESSES)
-        if item.get_closest_marker(PROCESSES):
-            # Under pytest-xdist (`make test`: -n 2 --dist loadgroup) these run one after the
-            # other in one worker, sharing its Ray instance and the node's cores (the workers'
-            # core claims), as in a plain session; the other worker runs the rest beside them.
-            item.add_marker(pytest.mark.xdist_group(PROCESSES))
+def mark_processes(item: pytest.Item, tests: Path) -> None:
+    """The ``processes`` marker, and the pytest-xdist group of a test that starts processes.
+
+    Under ``make test`` (``-n 2 --dist loadgroup``) a group runs in one worker, one test after
+    the other: the tests of the session's Ray form one group (one Ray instance per session, as
+    in a plain run), and the other tests that start processes are grouped by module (a module's
+    fixtures, such as a multi-node cluster, start once). Everything else goes to whichever
+    worker is free.
+    """
+    module = item.path.relative_to(tests)
+    uses_ray = RAY_FIXTURES & set(getattr(item, "fixturenames", ()))
+    if uses_ray or module.parts[0] in PROCESS_FOLDERS:
+        item.add_marker(PROCESSES)
+    if uses_ray:
+        item.add_marker(pytest.mark.xdist_group(SESSION_RAY_GROUP))
+    elif item.get_closest_marker(PROCESSES):
+        item.add_marker(pytest.mark.xdist_group(module.as_posix()))
 
 
 class ProcessGuard:

@@ -148,6 +148,9 @@ class LocalRayCluster:
                 f"--system-config={json.dumps(HEALTH_CHECK_CONFIG)}",
             ],
         )
+        # A worker node's `ray start` gives up when the head is not in the GCS within ~40 s
+        # (Ray's retries), which a busy machine can take: nodes join an ALIVE head.
+        self.wait_for_nodes({"head"})
         return self
 
     def add_node(self, name: str, num_cpus: int = 1) -> None:
