@@ -125,7 +125,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         mark_processes(item, tests)
     result = yield
-    if config.getvalue("loadgroup"):  # an xdist worker of `--dist loadgroup`
+    if config.getoption("loadgroup", default=False):  # an xdist worker of --dist loadgroup
         ungrouped = [i.nodeid for i in items if i.get_closest_marker("xdist_group")]
         ungrouped = [nodeid for nodeid in ungrouped if "@" not in nodeid.rpartition("]")[2]]
         if ungrouped:  # two workers would each start the session's Ray, or a module's cluster
