@@ -38,6 +38,8 @@ import psutil
 BIN = Path(sys.executable).parent
 # Seconds to wait for a node to register with the GCS (slow on a busy 2-core CI machine).
 NODE_START_TIMEOUT_S = 120.0
+# Starts of a worker node whose `ray start` exits before the node is ALIVE (see add_node).
+NODE_START_ATTEMPTS = 3
 # Seconds the processes of a killed node get to disappear before the test says they leaked.
 LEFTOVER_TIMEOUT_S = 20.0
 # Seconds the GCS may take to declare a killed node dead (its health checks, below).
@@ -97,6 +99,10 @@ def clean_env(token_path: Path) -> dict[str, str]:
     return env
 
 
+class NodeExited(AssertionError):
+    """A node's ``ray start`` exited (its log's tail in the message)."""
+
+
 @dataclasses.dataclass
 class Node:
     name: str  # "head", "a", "b"
@@ -121,6 +127,7 @@ class LocalRayCluster:
         self.dashboard_port = free_port()
         self.nodes: dict[str, Node] = {}
         self.env: dict[str, str] = {}
+        self.leftovers: list[str] = []  # of nodes started again (add_node), reported by stop
 
     @property
     def address(self) -> str:
@@ -154,15 +161,27 @@ class LocalRayCluster:
         return self
 
     def add_node(self, name: str, num_cpus: int = 1) -> None:
-        """A worker node with ``num_cpus`` CPUs and one unit of the resource ``node_<name>``."""
-        self._start_node(
-            name,
-            [
-                f"--address={self.address}",
-                f"--num-cpus={num_cpus}",
-                f"--resources={json.dumps({f'node_{name}': 1})}",
-            ],
-        )
+        """A worker node with ``num_cpus`` CPUs and one unit of the resource ``node_<name>``,
+        ALIVE on return.
+
+        ``ray start`` gives its raylet a fixed 30 s to register with the GCS and exits when
+        that runs out, which a busy machine exceeds now and then; such a node is started again
+        (``NODE_START_ATTEMPTS`` times in all), what it left behind killed first.
+        """
+        args = [
+            f"--address={self.address}",
+            f"--num-cpus={num_cpus}",
+            f"--resources={json.dumps({f'node_{name}': 1})}",
+        ]
+        for attempt in range(1, NODE_START_ATTEMPTS + 1):
+            self._start_node(name, args)
+            try:
+                self.wait_for_nodes({name})
+                return
+            except NodeExited:
+                self.leftovers += kill_session(self.nodes[name].process)
+                if attempt == NODE_START_ATTEMPTS:
+                    raise
 
     def _start_node(self, name: str, args: list[str]) -> None:
         # A temp dir of its own: nodes sharing one race for socket names when they start
@@ -202,7 +221,7 @@ class LocalRayCluster:
 
     def stop(self) -> list[str]:
         """Kill every node; returns leftover processes (``name(pid)``), [] when clean."""
-        leftovers = []
+        leftovers, self.leftovers = self.leftovers, []
         for name in reversed(list(self.nodes)):
             leftovers += self.kill_node(name)
         return leftovers
@@ -274,7 +293,7 @@ class LocalRayCluster:
     def _check_running(self, names: set[str]) -> None:
         for node in (self.nodes[name] for name in names | {"head"}):
             if node.process.poll() is not None:
-                raise AssertionError(
+                raise NodeExited(
                     f"ray start of node {node.name} exited "
                     f"({node.process.returncode}):\n{node.log_tail()}"
                 )
