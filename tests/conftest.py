@@ -19,7 +19,14 @@ session gets a temporary folder of its own, removed at the end, and points at it
 - ``JAX_COMPILATION_CACHE_DIR``: JAX's persistent compilation cache, shared by the processes of
   the session (the pytest process, Ray's workers, ``star serve`` subprocesses), so that each
   job's new worker processes load what an earlier one compiled instead of compiling it again.
-  It starts empty, like everything else here.
+  It starts empty, like everything else here. ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` is
+  0 (``SESSION_SETTINGS``), as the service sets it for its own cache
+  (``services.cluster.runtime``): the many small computations a job's processes start with
+  (the optimizer's eager init, the outer step) are each under JAX's 1 s default, and together
+  cost a learner ~2.5 s;
+- ``TMPDIR``: temporary files and folders. Ray keeps each instance's session folder there, and
+  tensorflow-datasets leaves an empty ``tmp*tfds`` folder for each builder of a dataset not yet
+  built: they go with the session instead of piling up in ``/tmp``.
 
 Tests that start Ray or any other process carry the ``processes`` marker, which ``make
 test-fast`` deselects (``-m "not processes"``) and ``make test`` groups for pytest-xdist
@@ -51,7 +58,10 @@ SESSION_FOLDERS = {
     "XDG_CONFIG_HOME": "config",
     "RUSTUP_HOME": "rustup",
     "JAX_COMPILATION_CACHE_DIR": "jax-cache",
+    "TMPDIR": "tmp",
 }
+# Environment variables the session sets to values of its own.
+SESSION_SETTINGS = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 # Paths listed when the tests wrote into the home (the rest are counted).
 LISTED_PATHS = 20
 
@@ -79,10 +89,14 @@ _saved = pytest.StashKey[dict]()
 def pytest_configure(config: pytest.Config) -> None:
     root = Path(tempfile.mkdtemp(prefix="star-tests-"))
     config.stash[_root] = root
-    config.stash[_saved] = {name: os.environ.get(name) for name in SESSION_FOLDERS}
+    config.stash[_saved] = {
+        name: os.environ.get(name) for name in (*SESSION_FOLDERS, *SESSION_SETTINGS)
+    }
     for name, folder in SESSION_FOLDERS.items():
         (root / folder).mkdir()
         os.environ[name] = str(root / folder)
+    os.environ.update(SESSION_SETTINGS)
+    tempfile.tempdir = None  # tempfile reads TMPDIR again
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -91,6 +105,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+    tempfile.tempdir = None
     if _root in config.stash:
         shutil.rmtree(config.stash[_root], ignore_errors=True)
 
