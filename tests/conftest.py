@@ -26,7 +26,10 @@ session gets a temporary folder of its own, removed at the end, and points at it
   cost a learner ~2.5 s;
 - ``TMPDIR``: temporary files and folders. Ray keeps each instance's session folder there, and
   tensorflow-datasets leaves an empty ``tmp*tfds`` folder for each builder of a dataset not yet
-  built: they go with the session instead of piling up in ``/tmp``.
+  built: they go with the session instead of piling up in ``/tmp``. The session folder itself is
+  always made in the system's temporary folder (``SYSTEM_TMPDIR``), never in the ``TMPDIR`` of
+  a session that started this one (pytest-xdist's workers): Ray's socket paths under it must
+  stay under 108 bytes.
 
 Tests that start Ray or any other process carry the ``processes`` marker, which ``make
 test-fast`` deselects (``-m "not processes"``) and ``make test`` groups for pytest-xdist
@@ -60,6 +63,8 @@ SESSION_FOLDERS = {
     "JAX_COMPILATION_CACHE_DIR": "jax-cache",
     "TMPDIR": "tmp",
 }
+# The system's temporary folder, as the first session of a process tree found it.
+SYSTEM_TMPDIR = "STAR_TESTS_SYSTEM_TMPDIR"
 # Environment variables the session sets to values of its own.
 SESSION_SETTINGS = {"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 # Paths listed when the tests wrote into the home (the rest are counted).
@@ -87,11 +92,12 @@ _saved = pytest.StashKey[dict]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    root = Path(tempfile.mkdtemp(prefix="star-tests-"))
-    config.stash[_root] = root
     config.stash[_saved] = {
-        name: os.environ.get(name) for name in (*SESSION_FOLDERS, *SESSION_SETTINGS)
+        name: os.environ.get(name) for name in (*SESSION_FOLDERS, *SESSION_SETTINGS, SYSTEM_TMPDIR)
     }
+    system_tmp = os.environ.setdefault(SYSTEM_TMPDIR, tempfile.gettempdir())
+    root = Path(tempfile.mkdtemp(prefix="star-tests-", dir=system_tmp))
+    config.stash[_root] = root
     for name, folder in SESSION_FOLDERS.items():
         (root / folder).mkdir()
         os.environ[name] = str(root / folder)
